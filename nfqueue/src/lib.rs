@@ -1,0 +1,17 @@
+//! Multi-core NFQUEUE dispatch on top of [`nfqueue_core`].
+//!
+//! This layer re-exports the single-queue API for now; the threaded dispatcher
+//! builds on it.
+//!
+//! ```no_run
+//! use nfqueue::{QueueConfig, Socket};
+//!
+//! let mut socket = Socket::open()?;
+//! socket.bind(0, &QueueConfig::default())?;
+//! let packet = socket.recv()?;
+//! packet.accept()?;
+//! # Ok::<(), nfqueue::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub use nfqueue_core::*;
