@@ -1,1 +1,4 @@
-//! placeholder
+//! Safe single-queue NFQUEUE API (being written).
+#![warn(missing_docs)]
+
+pub mod net;
