@@ -16,7 +16,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
 
-    let nfq = probe("libnetfilter_queue", NFQ_MIN_VERSION, "libnetfilter-queue-dev");
+    let nfq = probe(
+        "libnetfilter_queue",
+        NFQ_MIN_VERSION,
+        "libnetfilter-queue-dev",
+    );
     let mnl = probe("libmnl", MNL_MIN_VERSION, "libmnl-dev");
 
     let mut builder = bindgen::Builder::default()

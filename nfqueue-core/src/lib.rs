@@ -1,4 +1,60 @@
-//! Safe single-queue NFQUEUE API (being written).
+//! A safe NFQUEUE handle: open a netlink socket, bind queue numbers, configure
+//! them, receive packets with all their metadata, and give verdicts.
+//!
+//! Linux hands packets that match an iptables rule such as
+//! `iptables -A INPUT -p udp --dport 9999 -j NFQUEUE --queue-num 0` to the
+//! program that bound queue 0, which decides what happens to each one.
+//!
+//! ```no_run
+//! use nfqueue_core::{Queue, QueueConfig, QueueFlags, Verdict};
+//!
+//! let mut queue = Queue::open()?;
+//! queue.bind(0, &QueueConfig::default().flags(QueueFlags::UID_GID))?;
+//! loop {
+//!     let packet = queue.recv()?;
+//!     println!("packet {} from uid {:?}: {} bytes", packet.id(), packet.uid(), packet.payload().len());
+//!     if packet.payload().len() > 1400 {
+//!         packet.drop()?;
+//!     } else {
+//!         packet.verdict(&Verdict::accept().with_mark(7))?;
+//!     }
+//! }
+//! # Ok::<(), nfqueue_core::Error>(())
+//! ```
+//!
+//! Binding a queue needs CAP_NET_ADMIN in the network namespace (root, or
+//! `unshare --user --map-root-user --net`). This crate links libnetfilter_queue
+//! (GPL-2.0-or-later).
 #![warn(missing_docs)]
 
+mod attr;
+mod config;
+mod deferred;
+mod error;
+mod handle;
+mod ifname;
+mod message;
+mod netns;
+mod packet;
+mod queue;
+mod socket;
+mod stats;
+mod stop;
+mod verdict;
+mod view;
+
 pub mod net;
+
+pub use attr::{Attribute, Attributes};
+pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_COPY_RANGE};
+pub use deferred::{OwnedPacket, PendingVerdict};
+pub use error::{Error, Result};
+pub use handle::VerdictHandle;
+pub use ifname::InterfaceName;
+pub use message::MalformedError;
+pub use packet::Packet;
+pub use queue::{Queue, RECV_BUFFER_LEN};
+pub use stats::{QueueStats, Stats};
+pub use stop::StopHandle;
+pub use verdict::{Verdict, VerdictKind, MAX_PAYLOAD};
+pub use view::{Hook, PacketView, SkbInfo, Vlan};

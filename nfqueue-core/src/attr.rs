@@ -1,0 +1,185 @@
+//! Netlink attributes (TLVs): a bounds-checked walk and a table by attribute kind.
+
+use crate::message::MalformedError;
+
+/// Size of `struct nlattr`.
+pub(crate) const NLA_HDRLEN: usize = 4;
+/// The `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER` flag bits of `nla_type`.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// Rounds `len` up to the netlink alignment of 4 bytes.
+pub(crate) const fn align4(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// One attribute: its kind (flag bits removed) and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribute<'a> {
+    /// The attribute type, e.g. `NFQA_PAYLOAD`.
+    pub kind: u16,
+    /// The attribute's value, without padding.
+    pub value: &'a [u8],
+}
+
+/// Iterator over the attributes in a byte range; stops with an error at the first
+/// malformed one.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attributes<'a> {
+    /// Walks the attributes in `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Attributes { rest: bytes }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = Result<Attribute<'a>, MalformedError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.len() < NLA_HDRLEN {
+            // Up to 3 bytes of trailing padding are allowed; anything else is junk.
+            return if self.rest.iter().all(|&b| b == 0) {
+                self.rest = &[];
+                None
+            } else {
+                let got = self.rest.len();
+                self.rest = &[];
+                Some(Err(MalformedError::Truncated {
+                    what: "attribute header",
+                    needed: NLA_HDRLEN,
+                    got,
+                }))
+            };
+        }
+        let len = usize::from(u16::from_ne_bytes([self.rest[0], self.rest[1]]));
+        let kind = u16::from_ne_bytes([self.rest[2], self.rest[3]]) & NLA_TYPE_MASK;
+        if len < NLA_HDRLEN || len > self.rest.len() {
+            let got = self.rest.len();
+            self.rest = &[];
+            return Some(Err(MalformedError::Truncated {
+                what: "attribute",
+                needed: len.max(NLA_HDRLEN),
+                got,
+            }));
+        }
+        let value = &self.rest[NLA_HDRLEN..len];
+        self.rest = self.rest.get(align4(len)..).unwrap_or(&[]);
+        Some(Ok(Attribute { kind, value }))
+    }
+}
+
+/// Highest attribute kind kept in an [`AttrTable`]; covers every `NFQA_*` of the
+/// kernel header this crate was built against, with room for a few newer ones.
+pub(crate) const TABLE_SIZE: usize = 32;
+
+/// The attributes of one message indexed by kind (the last one of a kind wins),
+/// built in one pass without allocating.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AttrTable<'a> {
+    slots: [Option<&'a [u8]>; TABLE_SIZE],
+}
+
+impl<'a> AttrTable<'a> {
+    /// Parses every attribute of `bytes`, failing on the first malformed one.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, MalformedError> {
+        let mut table = AttrTable::default();
+        for attr in Attributes::new(bytes) {
+            let attr = attr?;
+            if let Some(slot) = table.slots.get_mut(usize::from(attr.kind)) {
+                *slot = Some(attr.value);
+            }
+        }
+        Ok(table)
+    }
+
+    /// The value of attribute `kind`, if present.
+    pub(crate) fn get(&self, kind: u32) -> Option<&'a [u8]> {
+        self.slots.get(kind as usize).copied().flatten()
+    }
+
+    /// The value of attribute `kind` as a big-endian u32 (the byte order of
+    /// every integer attribute of nfnetlink_queue), if present and long enough.
+    pub(crate) fn get_be32(&self, kind: u32) -> Option<u32> {
+        self.get(kind).and_then(be32)
+    }
+}
+
+/// Reads a big-endian u32 from the start of `bytes`.
+pub(crate) fn be32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// Reads a big-endian u16 from the start of `bytes`.
+pub(crate) fn be16(bytes: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?))
+}
+
+/// Reads a big-endian u64 from the start of `bytes`.
+pub(crate) fn be64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = (NLA_HDRLEN + value.len()) as u16;
+        let mut out = Vec::new();
+        out.extend_from_slice(&len.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        out.resize(align4(out.len()), 0);
+        out
+    }
+
+    #[test]
+    fn walks_attributes_with_padding() {
+        let mut bytes = attr(3, &[1, 2, 3, 4]);
+        bytes.extend(attr(10, &[9, 9, 9]));
+        bytes.extend(attr(0x8000 | 19, &[]));
+        let attrs: Vec<_> = Attributes::new(&bytes).collect::<Result<_, _>>().unwrap();
+        assert_eq!(attrs.len(), 3);
+        assert_eq!(
+            attrs[0],
+            Attribute {
+                kind: 3,
+                value: &[1, 2, 3, 4]
+            }
+        );
+        assert_eq!(
+            attrs[1],
+            Attribute {
+                kind: 10,
+                value: &[9, 9, 9]
+            }
+        );
+        assert_eq!(attrs[2].kind, 19, "the nested flag is masked off");
+    }
+
+    #[test]
+    fn rejects_lengths_beyond_the_buffer() {
+        let mut bytes = attr(3, &[1, 2, 3, 4]);
+        bytes[0] = 200;
+        let first = Attributes::new(&bytes).next().unwrap();
+        assert!(matches!(first, Err(MalformedError::Truncated { .. })));
+        bytes[0] = 2;
+        assert!(Attributes::new(&bytes).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn every_prefix_parses_or_errors() {
+        let mut bytes = attr(3, &[1, 2, 3, 4]);
+        bytes.extend(attr(10, &[7; 13]));
+        for end in 0..=bytes.len() {
+            let _ = AttrTable::parse(&bytes[..end]);
+        }
+        let table = AttrTable::parse(&bytes).unwrap();
+        assert_eq!(table.get_be32(3), Some(0x01020304));
+        assert_eq!(table.get(10).map(<[u8]>::len), Some(13));
+        assert_eq!(table.get(200), None);
+    }
+}

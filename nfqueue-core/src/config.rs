@@ -1,0 +1,107 @@
+//! How a queue is configured: copy mode, queue length and flags.
+
+use crate::error::{Error, Result};
+use nfqueue_sys as sys;
+
+/// The largest copy range the kernel accepts (`0xffff` minus a netlink attribute
+/// header); a larger one is clamped by the kernel.
+pub const MAX_COPY_RANGE: u32 = 0xffff - 4;
+
+/// How much of each packet the kernel copies to user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Nothing: the kernel sends no packets (the queue stays bound).
+    None,
+    /// Metadata only: every attribute but the payload.
+    Meta,
+    /// Metadata and up to this many bytes of payload (at most
+    /// [`MAX_COPY_RANGE`]). With [`QueueFlags::GSO`] a GSO super-packet of up to
+    /// 64 KiB arrives whole when the range allows.
+    Packet(u32),
+}
+
+impl Default for CopyMode {
+    /// Whole packets: `Packet(MAX_COPY_RANGE)`, so nothing is truncated.
+    fn default() -> Self {
+        CopyMode::Packet(MAX_COPY_RANGE)
+    }
+}
+
+impl CopyMode {
+    /// The `NFQNL_COPY_*` mode and range sent to the kernel.
+    pub(crate) fn to_raw(self) -> Result<(u8, u32)> {
+        use sys::nfqnl_config_mode as mode;
+        Ok(match self {
+            CopyMode::None => (mode::NFQNL_COPY_NONE as u8, 0),
+            CopyMode::Meta => (mode::NFQNL_COPY_META as u8, 0),
+            CopyMode::Packet(range) if range > MAX_COPY_RANGE => {
+                return Err(Error::InvalidArgument(
+                    "copy range is larger than MAX_COPY_RANGE (65531)",
+                ))
+            }
+            CopyMode::Packet(range) => (mode::NFQNL_COPY_PACKET as u8, range),
+        })
+    }
+}
+
+bitflags::bitflags! {
+    /// Per-queue flags (`NFQA_CFG_F_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct QueueFlags: u32 {
+        /// Accept packets instead of dropping them when the queue or the socket's
+        /// receive buffer is full.
+        const FAIL_OPEN = sys::NFQA_CFG_F_FAIL_OPEN;
+        /// Attach conntrack information (`NFQA_CT`, `NFQA_CT_INFO`).
+        const CONNTRACK = sys::NFQA_CFG_F_CONNTRACK;
+        /// Deliver GSO super-packets whole instead of segmenting them first.
+        const GSO = sys::NFQA_CFG_F_GSO;
+        /// Attach the uid and gid of the socket a local packet belongs to.
+        const UID_GID = sys::NFQA_CFG_F_UID_GID;
+        /// Attach the security context (needs CONFIG_NETWORK_SECMARK).
+        const SECCTX = sys::NFQA_CFG_F_SECCTX;
+    }
+}
+
+/// Settings applied to a queue number when it is bound (or by
+/// [`Queue::configure`](crate::Queue::configure)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// What the kernel copies of each packet. Default: whole packets.
+    pub copy_mode: CopyMode,
+    /// Most packets waiting for a verdict before the kernel drops new ones (or
+    /// accepts them under [`QueueFlags::FAIL_OPEN`]). `None` keeps the kernel's
+    /// default of 1024.
+    pub max_len: Option<u32>,
+    /// Flags; flags not set here are cleared.
+    pub flags: QueueFlags,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            copy_mode: CopyMode::default(),
+            max_len: None,
+            flags: QueueFlags::empty(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Sets the copy mode.
+    pub fn copy_mode(mut self, mode: CopyMode) -> Self {
+        self.copy_mode = mode;
+        self
+    }
+
+    /// Sets the most packets waiting for a verdict.
+    pub fn max_len(mut self, max_len: u32) -> Self {
+        self.max_len = Some(max_len);
+        self
+    }
+
+    /// Sets the flags.
+    pub fn flags(mut self, flags: QueueFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+}

@@ -1,0 +1,177 @@
+//! The error type of every fallible operation in this crate.
+
+use std::io;
+
+/// Result alias with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, with what to do about it where that is known.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Sys {
+        /// The operation that failed (e.g. "socket", "sendmsg").
+        op: &'static str,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused an operation for lack of privilege.
+    #[error(
+        "{op} needs CAP_NET_ADMIN in the socket's network namespace \
+         (run as root, or inside a user namespace: unshare --user --map-root-user --net)"
+    )]
+    PermissionDenied {
+        /// The operation that was refused.
+        op: &'static str,
+    },
+
+    /// The queue number is bound by another netlink socket (another process, or
+    /// another handle in this one).
+    #[error("queue {queue} is already bound by another socket (netlink port id {owner_portid})")]
+    QueueTaken {
+        /// The queue number.
+        queue: u16,
+        /// The port id of the socket that holds it, as shown in
+        /// /proc/net/netfilter/nfnetlink_queue.
+        owner_portid: u32,
+    },
+
+    /// This handle has already bound the queue number.
+    #[error("queue {queue} is already bound by this socket")]
+    AlreadyBound {
+        /// The queue number.
+        queue: u16,
+    },
+
+    /// The operation names a queue number that this handle has not bound.
+    #[error("queue {queue} is not bound by this socket")]
+    NotBound {
+        /// The queue number.
+        queue: u16,
+    },
+
+    /// The kernel rejected a configuration request.
+    #[error("configuring queue {queue} ({what}) failed: {source}")]
+    Config {
+        /// The queue number.
+        queue: u16,
+        /// What was being configured.
+        what: &'static str,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel did not acknowledge a configuration request in time (its answer
+    /// can be lost when the socket's receive buffer is full).
+    #[error("no answer from the kernel to the request to configure queue {queue} ({what})")]
+    NoAck {
+        /// The queue number.
+        queue: u16,
+        /// What was being configured.
+        what: &'static str,
+    },
+
+    /// The kernel rejected a verdict it received earlier; it reports this later,
+    /// in the receive stream. The handle stays usable.
+    #[error("verdict for packet {packet_id} on queue {queue} was rejected: {source}{}", hint(.source))]
+    VerdictRejected {
+        /// The queue number named in the rejected verdict.
+        queue: u16,
+        /// The packet id named in the rejected verdict.
+        packet_id: u32,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The socket's receive buffer overflowed: the kernel dropped packets
+    /// (counted as user drops in /proc/net/netfilter/nfnetlink_queue, or accepted
+    /// under fail-open). The handle stays usable.
+    #[error(
+        "receive buffer overflow: the kernel dropped packets for this socket \
+         (enlarge it with Queue::set_recv_buffer_size, or read faster)"
+    )]
+    ReceiveOverflow,
+
+    /// A replacement payload is longer than a netlink attribute can carry.
+    #[error("replacement payload of {len} bytes is longer than the maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// The length given.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
+
+    /// An argument is out of its range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+
+    /// A message from the kernel is malformed.
+    #[error("malformed netlink message: {0}")]
+    Malformed(#[from] crate::message::MalformedError),
+
+    /// The file descriptor given is not a NETLINK_NETFILTER socket.
+    #[error("file descriptor {fd} is not a netlink netfilter socket")]
+    NotNetfilterSocket {
+        /// The file descriptor.
+        fd: i32,
+    },
+
+    /// The network namespace could not be entered.
+    #[error("cannot enter network namespace {path}: {source}")]
+    Netns {
+        /// The namespace file that was opened.
+        path: String,
+        /// The error from open or setns.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A blocking call was interrupted by its [`StopHandle`](crate::StopHandle).
+    #[error("stopped by its stop handle")]
+    Stopped,
+}
+
+fn hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => {
+            " (no such packet waiting: the id is stale, was given a verdict already, or its queue was unbound)"
+        }
+        Some(libc::EINVAL) => " (the verdict is invalid)",
+        _ => "",
+    }
+}
+
+impl Error {
+    /// An [`Error::Sys`] from the current `errno`.
+    pub(crate) fn last_os(op: &'static str) -> Self {
+        Error::Sys {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    /// True for errors after which the handle can go on receiving: a rejected
+    /// verdict or a receive buffer overflow.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(
+            self,
+            Error::VerdictRejected { .. } | Error::ReceiveOverflow | Error::Malformed(_)
+        )
+    }
+}
+
+/// Lets `?` pass an [`Error`] up through functions that return `io::Result`.
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Sys { source, .. } => source,
+            other => io::Error::other(other),
+        }
+    }
+}

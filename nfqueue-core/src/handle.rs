@@ -1,0 +1,107 @@
+//! Verdicts by packet id, from any thread.
+
+use crate::error::Result;
+use crate::socket::NetlinkSocket;
+use crate::stats::{Counters, Stats};
+use crate::verdict::{self, Verdict, VerdictKind, PADDING};
+use std::io::IoSlice;
+use std::sync::Arc;
+
+/// What a queue handle shares with its verdict handles and deferred packets:
+/// the socket stays open (and its queues bound) until the last of them is gone.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) socket: NetlinkSocket,
+    pub(crate) counters: Counters,
+}
+
+/// Sends verdicts by queue number and packet id on the socket that bound the
+/// queue (the kernel accepts them from no other). Cheap to clone; `Send` and
+/// `Sync`, so worker threads can give verdicts while another thread receives.
+///
+/// ```no_run
+/// use nfqueue_core::{Queue, QueueConfig, Verdict};
+///
+/// let mut queue = Queue::open()?;
+/// queue.bind(0, &QueueConfig::default())?;
+/// let handle = queue.verdict_handle();
+/// let (num, id) = {
+///     let packet = queue.recv()?;
+///     let pending = packet.defer();
+///     let ids = (pending.queue(), pending.id());
+///     pending.forget();
+///     ids
+/// };
+/// std::thread::spawn(move || handle.verdict(num, id, &Verdict::drop())).join().unwrap()?;
+/// # Ok::<(), nfqueue_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct VerdictHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl VerdictHandle {
+    /// Gives packet `id` of queue `queue` its verdict.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] for a payload over
+    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes (nothing is sent: the packet
+    /// still waits for a verdict), or [`Error::Sys`] when the send fails. A stale
+    /// id is not an error here: the kernel reports it later, as
+    /// [`Error::VerdictRejected`] from the receive call.
+    pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
+        let header = verdict::encode(queue, id, verdict, false)?;
+        let result = match verdict.payload() {
+            None => self.shared.socket.send(&[IoSlice::new(header.as_bytes())]),
+            Some(payload) => self.shared.socket.send(&[
+                IoSlice::new(header.as_bytes()),
+                IoSlice::new(payload),
+                IoSlice::new(&PADDING[..header.padding]),
+            ]),
+        };
+        self.count(result, &self.shared.counters.verdicts)
+    }
+
+    /// Gives every packet of queue `queue` with an id up to and including `id`
+    /// that is still waiting the same verdict and, optionally, mark
+    /// (`NFQNL_MSG_VERDICT_BATCH`): one message for an in-order run.
+    ///
+    /// # Errors
+    /// [`Error::Sys`] when the send fails.
+    pub fn batch_verdict(
+        &self,
+        queue: u16,
+        id: u32,
+        kind: VerdictKind,
+        mark: Option<u32>,
+    ) -> Result<()> {
+        let mut verdict = Verdict::new(kind);
+        if let Some(mark) = mark {
+            verdict = verdict.with_mark(mark);
+        }
+        let header = verdict::encode(queue, id, &verdict, true)?;
+        let result = self.shared.socket.send(&[IoSlice::new(header.as_bytes())]);
+        self.count(result, &self.shared.counters.batch_verdicts)
+    }
+
+    /// The counters of the queue handle this was taken from.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    fn count(&self, result: Result<()>, on_success: &std::sync::atomic::AtomicU64) -> Result<()> {
+        match &result {
+            Ok(()) => Counters::bump(on_success),
+            Err(_) => Counters::bump(&self.shared.counters.failed_sends),
+        }
+        result
+    }
+
+    /// Sends `default` for a packet dropped without a verdict; a failure can only
+    /// be counted, as this runs in `Drop`.
+    pub(crate) fn default_verdict(&self, queue: u16, id: u32, default: VerdictKind) {
+        if self.verdict(queue, id, &Verdict::new(default)).is_ok() {
+            Counters::bump(&self.shared.counters.default_verdicts);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Counters: this library's own, and the kernel's for each queue.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a [`Queue`](crate::Queue) handle has done, counted since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Packets received.
+    pub packets: u64,
+    /// Verdict messages sent (each for one packet).
+    pub verdicts: u64,
+    /// Batch verdict messages sent (each for every packet up to an id).
+    pub batch_verdicts: u64,
+    /// Default verdicts given to packets dropped without one (included in
+    /// `verdicts`).
+    pub default_verdicts: u64,
+    /// Verdicts the kernel rejected (reported in the receive stream).
+    pub rejected_verdicts: u64,
+    /// Verdicts that could not be sent (the send call failed).
+    pub failed_sends: u64,
+    /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.
+    pub receive_overflows: u64,
+    /// Malformed messages skipped.
+    pub malformed: u64,
+}
+
+/// Live counters behind [`Stats`], shared by a queue and its verdict handles.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) packets: AtomicU64,
+    pub(crate) verdicts: AtomicU64,
+    pub(crate) batch_verdicts: AtomicU64,
+    pub(crate) default_verdicts: AtomicU64,
+    pub(crate) rejected_verdicts: AtomicU64,
+    pub(crate) failed_sends: AtomicU64,
+    pub(crate) receive_overflows: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            packets: get(&self.packets),
+            verdicts: get(&self.verdicts),
+            batch_verdicts: get(&self.batch_verdicts),
+            default_verdicts: get(&self.default_verdicts),
+            rejected_verdicts: get(&self.rejected_verdicts),
+            failed_sends: get(&self.failed_sends),
+            receive_overflows: get(&self.receive_overflows),
+            malformed: get(&self.malformed),
+        }
+    }
+}
+
+/// The kernel's line for one queue in `/proc/net/netfilter/nfnetlink_queue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// The queue number.
+    pub queue: u16,
+    /// Netlink port id of the socket that bound it.
+    pub portid: u32,
+    /// Packets waiting for a verdict now.
+    pub waiting: u32,
+    /// Copy mode (0 none, 1 meta, 2 packet).
+    pub copy_mode: u8,
+    /// Copy range in bytes.
+    pub copy_range: u32,
+    /// Packets dropped (or accepted under fail-open) because the queue was full.
+    pub queue_dropped: u32,
+    /// Packets dropped because the socket's receive buffer was full.
+    pub user_dropped: u32,
+    /// The last packet id handed out.
+    pub last_id: u32,
+}
+
+impl QueueStats {
+    /// Parses one line of the /proc file; `None` when it is not such a line.
+    pub fn parse_line(line: &str) -> Option<Self> {
+        let mut fields = line.split_whitespace().map(str::parse::<u64>);
+        let mut next = || fields.next()?.ok();
+        let stats = QueueStats {
+            queue: u16::try_from(next()?).ok()?,
+            portid: u32::try_from(next()?).ok()?,
+            waiting: u32::try_from(next()?).ok()?,
+            copy_mode: u8::try_from(next()?).ok()?,
+            copy_range: u32::try_from(next()?).ok()?,
+            queue_dropped: u32::try_from(next()?).ok()?,
+            user_dropped: u32::try_from(next()?).ok()?,
+            last_id: u32::try_from(next()?).ok()?,
+        };
+        Some(stats)
+    }
+
+    /// Every queue of the calling thread's network namespace.
+    ///
+    /// # Errors
+    /// When the file cannot be read (the nfnetlink_queue module is not loaded
+    /// until a queue is first bound).
+    pub fn read_all() -> io::Result<Vec<Self>> {
+        // /proc/net follows the thread-group leader's namespace; thread-self
+        // follows this thread's, which is what a queue opened here uses.
+        Self::read_all_from(Path::new("/proc/thread-self/net/netfilter/nfnetlink_queue"))
+    }
+
+    /// Every queue listed in a file in the format of
+    /// /proc/net/netfilter/nfnetlink_queue.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn read_all_from(path: &Path) -> io::Result<Vec<Self>> {
+        Ok(fs::read_to_string(path)?
+            .lines()
+            .filter_map(Self::parse_line)
+            .collect())
+    }
+
+    /// The line of `queue` in the calling thread's network namespace, if bound.
+    ///
+    /// # Errors
+    /// As [`read_all`](Self::read_all).
+    pub fn read(queue: u16) -> io::Result<Option<Self>> {
+        Ok(Self::read_all()?.into_iter().find(|s| s.queue == queue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_kernel_format() {
+        let line = "    3  12345     2 2 65531     7     1       99  1";
+        let stats = QueueStats::parse_line(line).unwrap();
+        assert_eq!(
+            stats,
+            QueueStats {
+                queue: 3,
+                portid: 12345,
+                waiting: 2,
+                copy_mode: 2,
+                copy_range: 65531,
+                queue_dropped: 7,
+                user_dropped: 1,
+                last_id: 99,
+            }
+        );
+        assert_eq!(QueueStats::parse_line("garbage"), None);
+        assert_eq!(QueueStats::parse_line("1 2 3"), None);
+    }
+}

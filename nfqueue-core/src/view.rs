@@ -1,0 +1,336 @@
+//! A queued packet's metadata and payload as the kernel sent them, parsed once
+//! and read through borrowing getters.
+
+use crate::attr::{be16, be32, be64, AttrTable, Attribute, Attributes};
+use crate::message::{next_message, MalformedError, Message};
+use nfqueue_sys as sys;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use sys::nfqnl_attr_type as nfqa;
+
+/// The netfilter hook a packet was queued from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `PREROUTING`: arriving, before routing.
+    PreRouting,
+    /// `INPUT`: arriving, addressed to this host.
+    LocalIn,
+    /// `FORWARD`: passing through.
+    Forward,
+    /// `OUTPUT`: sent by this host.
+    LocalOut,
+    /// `POSTROUTING`: leaving, after routing.
+    PostRouting,
+    /// Another hook number (e.g. of the netdev or bridge families).
+    Other(u8),
+}
+
+impl From<u8> for Hook {
+    fn from(hook: u8) -> Self {
+        match hook {
+            0 => Hook::PreRouting,
+            1 => Hook::LocalIn,
+            2 => Hook::Forward,
+            3 => Hook::LocalOut,
+            4 => Hook::PostRouting,
+            other => Hook::Other(other),
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hook::PreRouting => f.write_str("PREROUTING"),
+            Hook::LocalIn => f.write_str("INPUT"),
+            Hook::Forward => f.write_str("FORWARD"),
+            Hook::LocalOut => f.write_str("OUTPUT"),
+            Hook::PostRouting => f.write_str("POSTROUTING"),
+            Hook::Other(n) => write!(f, "hook {n}"),
+        }
+    }
+}
+
+bitflags::bitflags! {
+    /// What the kernel says of the socket buffer (`NFQA_SKB_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct SkbInfo: u32 {
+        /// The transport checksum is not computed yet (offloaded); the payload's
+        /// checksum field is not valid.
+        const CSUM_NOT_READY = sys::NFQA_SKB_CSUMNOTREADY;
+        /// The packet is a GSO super-packet (delivered whole under
+        /// [`QueueFlags::GSO`](crate::QueueFlags::GSO)).
+        const GSO = sys::NFQA_SKB_GSO;
+        /// The checksum was not verified yet.
+        const CSUM_NOT_VERIFIED = sys::NFQA_SKB_CSUM_NOTVERIFIED;
+    }
+}
+
+/// The VLAN tag of a packet (`NFQA_VLAN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vlan {
+    /// The tag protocol (e.g. 0x8100).
+    pub proto: u16,
+    /// The tag control information: priority, DEI and VLAN id.
+    pub tci: u16,
+}
+
+impl Vlan {
+    /// The 12-bit VLAN id.
+    pub fn id(&self) -> u16 {
+        self.tci & 0x0fff
+    }
+
+    /// The 3-bit priority code point.
+    pub fn priority(&self) -> u8 {
+        (self.tci >> 13) as u8
+    }
+}
+
+/// A packet's metadata and payload, parsed from a netlink message without
+/// copying. [`Packet`](crate::Packet) and [`OwnedPacket`](crate::OwnedPacket)
+/// dereference to it.
+#[derive(Clone, Copy)]
+pub struct PacketView<'a> {
+    queue: u16,
+    id: u32,
+    hw_protocol: u16,
+    hook: Hook,
+    attrs: &'a [u8],
+    table: AttrTable<'a>,
+}
+
+impl<'a> PacketView<'a> {
+    /// Parses a whole netlink message of type `NFQNL_MSG_PACKET` (as received
+    /// from the kernel, including its `nlmsghdr`).
+    ///
+    /// # Errors
+    /// [`MalformedError`] when the bytes are not such a message.
+    pub fn from_message(bytes: &'a [u8]) -> Result<Self, MalformedError> {
+        match next_message(bytes)?.0 {
+            Message::Packet { queue, attrs } => Self::parse(queue, attrs),
+            _ => Err(MalformedError::MissingPacketHeader),
+        }
+    }
+
+    /// Parses the attributes of a packet message of queue `queue`.
+    pub(crate) fn parse(queue: u16, attrs: &'a [u8]) -> Result<Self, MalformedError> {
+        let table = AttrTable::parse(attrs)?;
+        // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; __u8 hook; }
+        let header = table
+            .get(nfqa::NFQA_PACKET_HDR)
+            .ok_or(MalformedError::MissingPacketHeader)?;
+        if header.len() < 7 {
+            return Err(MalformedError::Truncated {
+                what: "NFQA_PACKET_HDR",
+                needed: 7,
+                got: header.len(),
+            });
+        }
+        Ok(PacketView {
+            queue,
+            id: be32(header).unwrap_or_default(),
+            hw_protocol: be16(&header[4..]).unwrap_or_default(),
+            hook: Hook::from(header[6]),
+            attrs,
+            table,
+        })
+    }
+
+    /// The queue number the packet came from.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// The packet id: verdicts name the packet by it.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The link-layer protocol (EtherType), e.g. 0x0800 for IPv4, 0x86dd for IPv6.
+    pub fn hw_protocol(&self) -> u16 {
+        self.hw_protocol
+    }
+
+    /// The hook the packet was queued from.
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
+    /// The packet's mark (`skb->mark`); 0 when it has none.
+    pub fn mark(&self) -> u32 {
+        self.table.get_be32(nfqa::NFQA_MARK).unwrap_or(0)
+    }
+
+    /// When the packet was received, if the kernel stamped it (arriving packets
+    /// are stamped while some socket on the host asks for receive timestamps;
+    /// locally sent ones usually are not).
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        // struct nfqnl_msg_packet_timestamp { __aligned_be64 sec; __aligned_be64 usec; }
+        let raw = self.table.get(nfqa::NFQA_TIMESTAMP)?;
+        let secs = be64(raw)?;
+        let micros = be64(raw.get(8..)?)?;
+        let since_epoch = Duration::from_secs(secs).checked_add(Duration::from_micros(micros))?;
+        SystemTime::UNIX_EPOCH.checked_add(since_epoch)
+    }
+
+    /// Index of the interface the packet arrived on.
+    pub fn indev(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_IFINDEX_INDEV)
+    }
+
+    /// Index of the interface the packet leaves on.
+    pub fn outdev(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_IFINDEX_OUTDEV)
+    }
+
+    /// Index of the physical interface the packet arrived on (bridge ports).
+    pub fn physindev(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_IFINDEX_PHYSINDEV)
+    }
+
+    /// Index of the physical interface the packet leaves on (bridge ports).
+    pub fn physoutdev(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_IFINDEX_PHYSOUTDEV)
+    }
+
+    /// The link-layer source address of an arriving packet, exactly as long as
+    /// the kernel says (6 bytes for Ethernet).
+    pub fn hw_addr(&self) -> Option<&'a [u8]> {
+        // struct nfqnl_msg_packet_hw { __be16 hw_addrlen; __u16 _pad; __u8 hw_addr[8]; }
+        let raw = self.table.get(nfqa::NFQA_HWADDR)?;
+        let len = usize::from(be16(raw)?).min(8);
+        raw.get(4..4 + len)
+    }
+
+    /// The payload from the IP header on: whole, or the first bytes of it when the
+    /// copy range is smaller than the packet (see [`original_len`](Self::original_len)).
+    /// Empty in [`CopyMode::Meta`](crate::CopyMode::Meta).
+    pub fn payload(&self) -> &'a [u8] {
+        self.table.get(nfqa::NFQA_PAYLOAD).unwrap_or_default()
+    }
+
+    /// The packet's full length: larger than `payload().len()` when the copy was
+    /// cut short by the copy range.
+    pub fn original_len(&self) -> usize {
+        match self.table.get_be32(nfqa::NFQA_CAP_LEN) {
+            Some(len) => len as usize,
+            None => self.payload().len(),
+        }
+    }
+
+    /// True when the payload is shorter than the packet.
+    pub fn is_truncated(&self) -> bool {
+        self.original_len() > self.payload().len()
+    }
+
+    /// The uid of the local socket that sent the packet, as the initial user
+    /// namespace sees it (needs [`QueueFlags::UID_GID`](crate::QueueFlags::UID_GID)).
+    pub fn uid(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_UID)
+    }
+
+    /// The gid of the local socket that sent the packet (needs
+    /// [`QueueFlags::UID_GID`](crate::QueueFlags::UID_GID)).
+    pub fn gid(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_GID)
+    }
+
+    /// The security context (needs [`QueueFlags::SECCTX`](crate::QueueFlags::SECCTX)
+    /// and a security module that labels packets), without its trailing NUL.
+    pub fn secctx(&self) -> Option<&'a [u8]> {
+        let raw = self.table.get(nfqa::NFQA_SECCTX)?;
+        Some(raw.strip_suffix(&[0]).unwrap_or(raw))
+    }
+
+    /// What the kernel says of the socket buffer: GSO, checksum state.
+    pub fn skb_info(&self) -> SkbInfo {
+        SkbInfo::from_bits_retain(self.table.get_be32(nfqa::NFQA_SKB_INFO).unwrap_or(0))
+    }
+
+    /// The VLAN tag, if the packet has one.
+    pub fn vlan(&self) -> Option<Vlan> {
+        let nested = self.table.get(nfqa::NFQA_VLAN)?;
+        let (mut proto, mut tci) = (None, None);
+        for attr in Attributes::new(nested) {
+            let Ok(Attribute { kind, value }) = attr else {
+                break;
+            };
+            match u32::from(kind) {
+                sys::nfqnl_vlan_attr::NFQA_VLAN_PROTO => proto = be16(value),
+                sys::nfqnl_vlan_attr::NFQA_VLAN_TCI => tci = be16(value),
+                _ => {}
+            }
+        }
+        Some(Vlan {
+            proto: proto?,
+            tci: tci?,
+        })
+    }
+
+    /// The link-layer header of an arriving packet (e.g. the 14-byte Ethernet
+    /// header), as the kernel attaches it for bridged and some other packets.
+    pub fn l2_header(&self) -> Option<&'a [u8]> {
+        self.table.get(nfqa::NFQA_L2HDR)
+    }
+
+    /// The packet's priority (`skb->priority`), when the kernel sends it.
+    pub fn priority(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_PRIORITY)
+    }
+
+    /// The conntrack entry as nested `CTA_*` attributes (needs
+    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) and a tracked
+    /// connection).
+    pub fn conntrack(&self) -> Option<&'a [u8]> {
+        self.table.get(nfqa::NFQA_CT)
+    }
+
+    /// The conntrack state (`enum ip_conntrack_info`: 0 established, 1 related,
+    /// 2 new, 3 established reply, ...).
+    pub fn conntrack_info(&self) -> Option<u32> {
+        self.table.get_be32(nfqa::NFQA_CT_INFO)
+    }
+
+    /// The conntrack expectation as nested attributes, when the packet has one.
+    pub fn conntrack_expectation(&self) -> Option<&'a [u8]> {
+        self.table.get(nfqa::NFQA_EXP)
+    }
+
+    /// The value of any attribute by its `NFQA_*` number, including ones newer
+    /// than this crate.
+    pub fn attribute(&self, kind: u16) -> Option<&'a [u8]> {
+        self.attributes()
+            .filter_map(Result::ok)
+            .filter(|a| a.kind == kind)
+            .last()
+            .map(|a| a.value)
+    }
+
+    /// Every attribute of the message, in order.
+    pub fn attributes(&self) -> Attributes<'a> {
+        Attributes::new(self.attrs)
+    }
+
+    /// The message's attribute bytes (what [`OwnedPacket`](crate::OwnedPacket) keeps).
+    pub(crate) fn raw_attrs(&self) -> &'a [u8] {
+        self.attrs
+    }
+}
+
+impl fmt::Debug for PacketView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketView")
+            .field("queue", &self.queue)
+            .field("id", &self.id)
+            .field("hw_protocol", &format_args!("{:#06x}", self.hw_protocol))
+            .field("hook", &self.hook)
+            .field("mark", &self.mark())
+            .field("indev", &self.indev())
+            .field("outdev", &self.outdev())
+            .field("payload_len", &self.payload().len())
+            .field("original_len", &self.original_len())
+            .finish_non_exhaustive()
+    }
+}
