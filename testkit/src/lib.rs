@@ -1,8 +1,9 @@
 //! Support for tests that talk to the real kernel: throwaway network namespaces
-//! and the commands that configure them.
+//! the commands that configure them, and kernel counters.
 #![warn(missing_docs)]
 
 pub mod cmd;
+pub mod counters;
 pub mod netns;
 
 pub use cmd::{ip, ip6tables, iptables};
