@@ -5,6 +5,8 @@
 pub mod cmd;
 pub mod counters;
 pub mod netns;
+pub mod topology;
 
 pub use cmd::{ip, ip6tables, iptables};
 pub use netns::Netns;
+pub use topology::{Host, Iface, Router, TwoHosts};

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// The message of the panic when the kernel refuses to create a namespace.
 const NEEDS_CAP: &str = "creating a network namespace needs CAP_SYS_ADMIN: run the kernel \
@@ -217,7 +218,7 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
 }
 
 /// The interface flags (`IFF_*`) of `name` in the current thread's namespace.
-fn link_flags(name: &str) -> io::Result<libc::c_int> {
+pub(crate) fn link_flags(name: &str) -> io::Result<libc::c_int> {
     let sock = ioctl_socket()?;
     let mut req = ifreq(name)?;
     // SAFETY: `req` is a valid, NUL-terminated ifreq that lives across the call;
@@ -230,7 +231,7 @@ fn link_flags(name: &str) -> io::Result<libc::c_int> {
 }
 
 /// Sets `IFF_UP` on `name` in the current thread's namespace.
-fn set_link_up(name: &str) -> io::Result<()> {
+pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
     let flags = link_flags(name)?;
     let sock = ioctl_socket()?;
     let mut req = ifreq(name)?;
@@ -241,4 +242,25 @@ fn set_link_up(name: &str) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Waits until `name` in the current thread's namespace is `IFF_RUNNING`, which
+/// the kernel sets once the link has carrier and its queueing discipline is
+/// active (before that, sent packets are silently dropped).
+///
+/// # Panics
+///
+/// Panics when the link is not running after `timeout`.
+pub(crate) fn wait_link_running(name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let flags = link_flags(name).unwrap_or(0);
+        if flags & libc::IFF_RUNNING != 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("link {name} is not running after {timeout:?} (flags {flags:#x})");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
