@@ -3,6 +3,8 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Any error a task can hit; tasks report it and `main` exits with status 1.
 pub type Error = Box<dyn std::error::Error>;
@@ -106,6 +108,29 @@ pub fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
+/// Waits for a child until `deadline`; on timeout kills it and returns `None`.
+pub fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM so the child can exit cleanly. std only offers SIGKILL; the shell's
+/// builtin `kill` needs no extra package.
+pub fn terminate(child: &Child) {
+    let _ = Command::new("sh")
+        .args(["-c", "kill -TERM \"$0\"", &child.id().to_string()])
+        .status();
+}
+
 /// Passed and failed tests, summed over libtest's `test result:` lines.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -151,6 +176,19 @@ pub fn run_counted(cmd: &mut Command) -> Result<(ExitStatus, Counts)> {
     Ok((child.wait()?, counts))
 }
 
+/// Kills and reaps a child when dropped, so no helper outlives a failed step.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Reads the string value of `"key":"..."` from one line of cargo's JSON output.
 /// Enough for cargo's messages (paths and names); not a general JSON parser.
 pub fn json_str(line: &str, key: &str) -> Option<String> {
@@ -174,6 +212,8 @@ pub fn json_str(line: &str, key: &str) -> Option<String> {
 /// An artifact cargo built, from a `compiler-artifact` JSON message.
 #[derive(Debug)]
 pub struct Artifact {
+    /// The target's name (`print_and_accept`, `nfqueue_core`, ...).
+    pub name: String,
     /// The crate's directory (where cargo runs its tests).
     pub crate_dir: PathBuf,
     pub executable: PathBuf,
@@ -204,11 +244,14 @@ pub fn cargo_artifacts(cmd: &mut Command) -> Result<Vec<Artifact>> {
         ) else {
             continue;
         };
+        // The target object comes first, so the first "name" is the target's name.
+        let name = json_str(&line, "name").unwrap_or_default();
         let test = line
             .find("\"profile\":{")
             .and_then(|i| line[i..].find('}').map(|j| &line[i..i + j]))
             .is_some_and(|profile| profile.contains("\"test\":true"));
         artifacts.push(Artifact {
+            name,
             crate_dir: Path::new(&manifest)
                 .parent()
                 .unwrap_or(Path::new("."))

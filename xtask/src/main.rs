@@ -4,6 +4,7 @@
 //! install the system libraries those crates need before they can build.
 
 mod cmd;
+mod demo;
 mod prereqs;
 mod test_netns;
 
@@ -18,6 +19,8 @@ commands:
                                run the workspace tests against the kernel: as root, then
                                as user nobody in a user+net namespace (skipped with
                                --no-userns); as an ordinary user, in a user+net namespace
+  demo                         run examples/print_and_accept on real traffic in a
+                               throwaway network namespace
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +32,9 @@ fn main() -> ExitCode {
     let result = match command {
         "prereqs" => prereqs::run().map(|()| 0),
         "test-netns" => prereqs::run().and_then(|()| test_netns::run(rest)),
+        "demo" => prereqs::run().and_then(|()| demo::run(rest)),
+        // Internal: the part of the demo that runs inside the namespace.
+        demo::INNER => demo::inner(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(0)
