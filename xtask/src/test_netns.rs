@@ -260,7 +260,11 @@ fn nobody_pass(root: &Path, args: &Args) -> Result<Pass> {
                 let dir = if readable_by_others(&test.crate_dir) {
                     test.crate_dir.clone()
                 } else {
-                    let copy = tmp.path.join("src").join(crate_dirs.len().to_string());
+                    let name = test.crate_dir.file_name().unwrap_or_default();
+                    let copy = tmp
+                        .path
+                        .join(format!("src-{}", crate_dirs.len()))
+                        .join(name);
                     eprintln!(
                         "note: {} is not reachable by nobody; running in a copy at {} \
                          (absolute paths compiled into the tests still point to the original)",
