@@ -1,1 +1,54 @@
-fn main() {}
+//! Developer commands for the nfqueue workspace, run as `cargo xtask <command>`.
+//!
+//! xtask depends on no library crate of the workspace: `prereqs` must be able to
+//! install the system libraries those crates need before they can build.
+
+mod cmd;
+mod demo;
+mod prereqs;
+mod test_netns;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  prereqs                      check (and as root on Debian, install) system packages
+  test-netns [--no-userns] [-- <cargo test args>]
+                               run the workspace tests against the kernel: as root, then
+                               as user nobody in a user+net namespace (skipped with
+                               --no-userns); as an ordinary user, in a user+net namespace
+  demo                         run examples/print_and_accept on real traffic in a
+                               throwaway network namespace
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match command {
+        "prereqs" => prereqs::run().map(|()| 0),
+        "test-netns" => prereqs::run().and_then(|()| test_netns::run(rest)),
+        "demo" => prereqs::run().and_then(|()| demo::run(rest)),
+        // Internal: the part of the demo that runs inside the namespace.
+        demo::INNER => demo::inner(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        other => {
+            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            Ok(2)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
