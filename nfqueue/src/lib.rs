@@ -4,11 +4,11 @@
 //! builds on it.
 //!
 //! ```no_run
-//! use nfqueue::{QueueConfig, Socket};
+//! use nfqueue::{Queue, QueueConfig};
 //!
-//! let mut socket = Socket::open()?;
-//! socket.bind(0, &QueueConfig::default())?;
-//! let packet = socket.recv()?;
+//! let mut queue = Queue::open()?;
+//! queue.bind(0, &QueueConfig::default())?;
+//! let packet = queue.recv()?;
 //! packet.accept()?;
 //! # Ok::<(), nfqueue::Error>(())
 //! ```

@@ -1,0 +1,127 @@
+//! Shared set-up of the kernel tests: a namespace per test, rules, queues.
+#![allow(dead_code)]
+
+use nfqueue_core::{Packet, Queue, QueueConfig};
+use nfqueue_testkit::{cmd, traffic, Netns};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How long a test waits for a packet that should come.
+pub const PACKET_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Enters a new network namespace for the rest of this test's thread.
+pub fn enter_new_netns() -> Netns {
+    let ns = Netns::new();
+    ns.enter();
+    ns
+}
+
+/// `iptables` for IPv4 destinations, `ip6tables` for IPv6 ones.
+pub fn tables_for(addr: &SocketAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "iptables"
+    } else {
+        "ip6tables"
+    }
+}
+
+/// Sends UDP packets to `dest` (in this thread's namespace) through queue `queue`
+/// from the OUTPUT chain.
+pub fn queue_udp_output(dest: &SocketAddr, queue: u16) {
+    cmd::run(
+        tables_for(dest),
+        [
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--dport",
+            &dest.port().to_string(),
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue.to_string(),
+        ],
+    );
+}
+
+/// A queue socket with `queue` bound with default settings.
+pub fn bound_queue(queue: u16) -> Queue {
+    bound_queue_with(queue, &QueueConfig::default())
+}
+
+/// A queue socket with `queue` bound with `config`.
+pub fn bound_queue_with(queue: u16, config: &QueueConfig) -> Queue {
+    let mut q = Queue::open().expect("opening a queue socket");
+    q.bind(queue, config)
+        .unwrap_or_else(|e| panic!("binding queue {queue}: {e}"));
+    q
+}
+
+/// The next packet, or a panic after [`PACKET_TIMEOUT`].
+pub fn next_packet(queue: &mut Queue) -> Packet<'_> {
+    match queue.recv_timeout(PACKET_TIMEOUT) {
+        Ok(Some(packet)) => packet,
+        Ok(None) => panic!("no packet within {PACKET_TIMEOUT:?}"),
+        Err(err) => panic!("receiving: {err}"),
+    }
+}
+
+/// Asserts that no packet comes within a short while.
+pub fn assert_no_packet(queue: &mut Queue) {
+    if let Some(packet) = queue
+        .recv_timeout(Duration::from_millis(200))
+        .expect("receiving")
+    {
+        panic!("unexpected packet: {packet:?}");
+    }
+}
+
+/// The UDP payload of an IP packet as the kernel queued it.
+pub fn udp_data(ip_packet: &[u8]) -> &[u8] {
+    let header_len = match ip_packet[0] >> 4 {
+        4 => usize::from(ip_packet[0] & 0x0f) * 4,
+        6 => 40,
+        v => panic!("not IP: version {v}"),
+    };
+    &ip_packet[header_len + 8..]
+}
+
+/// A UDP receiver and sender on loopback of `family`, with the receiver's port
+/// queued to `queue` from OUTPUT.
+pub fn udp_through_queue(v6: bool, queue: u16) -> traffic::UdpPair {
+    let udp = if v6 {
+        traffic::udp_pair_v6()
+    } else {
+        traffic::udp_pair_v4()
+    };
+    queue_udp_output(&udp.dest(), queue);
+    udp
+}
+
+/// Receives one datagram (panics after the testkit's receive timeout).
+pub fn recv_datagram(sock: &std::net::UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0; 70_000];
+    let len = sock.recv(&mut buf).expect("no datagram arrived");
+    buf.truncate(len);
+    buf
+}
+
+/// Asserts that no datagram arrives within a short while.
+pub fn assert_no_datagram(sock: &std::net::UdpSocket) {
+    let got = traffic::recv_all_until_idle(sock, Duration::from_millis(200), 10);
+    assert!(
+        got.is_empty(),
+        "{} datagrams arrived that should not have",
+        got.len()
+    );
+}
+
+/// The loopback address of a family.
+pub fn loopback(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    }
+}

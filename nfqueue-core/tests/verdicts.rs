@@ -1,0 +1,376 @@
+//! Every verdict against the real kernel, checked where the packet goes next:
+//! the bytes a socket receives, or the counter of a later rule.
+
+mod common;
+
+use common::*;
+use nfqueue_core::{Error, Verdict, VerdictKind};
+use nfqueue_testkit::{counters, iptables, traffic};
+use std::time::Duration;
+
+fn accept_delivers_bytes_unchanged(v6: bool) {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(v6, 1);
+    let mut queue = bound_queue(1);
+    let messages: Vec<Vec<u8>> = [1, 100, 1400, 9000]
+        .into_iter()
+        .map(traffic::pattern)
+        .collect();
+    for message in &messages {
+        udp.sender.send_to(message, udp.dest()).unwrap();
+    }
+    for message in &messages {
+        let packet = next_packet(&mut queue);
+        assert_eq!(
+            udp_data(packet.payload()),
+            &message[..],
+            "the queued packet carries the datagram"
+        );
+        assert_eq!(packet.hw_protocol(), if v6 { 0x86dd } else { 0x0800 });
+        packet.accept().unwrap();
+    }
+    for message in &messages {
+        assert_eq!(&recv_datagram(&udp.receiver), message);
+    }
+    counters::assert_queue_drained(1);
+}
+
+#[test]
+fn accept_delivers_bytes_unchanged_v4() {
+    accept_delivers_bytes_unchanged(false);
+}
+
+#[test]
+fn accept_delivers_bytes_unchanged_v6() {
+    accept_delivers_bytes_unchanged(true);
+}
+
+#[test]
+fn dropped_packets_never_arrive() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 2);
+    let mut queue = bound_queue(2);
+    udp.sender.send_to(b"drop me", udp.dest()).unwrap();
+    udp.sender.send_to(b"keep me", udp.dest()).unwrap();
+    next_packet(&mut queue).drop().unwrap();
+    next_packet(&mut queue).accept().unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"keep me");
+    assert_no_datagram(&udp.receiver);
+    counters::assert_queue_drained(2);
+}
+
+#[test]
+fn a_mark_set_in_a_verdict_is_matched_by_a_later_rule() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 3);
+    // The queue sits in filter OUTPUT; mangle POSTROUTING comes after it.
+    let count_mark = |mark: &str, comment: &str| {
+        iptables([
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-p",
+            "udp",
+            "-m",
+            "mark",
+            "--mark",
+            mark,
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+        ]);
+    };
+    count_mark("0x2a", "marked-42");
+    count_mark("0x7", "marked-7");
+    // A mark set before the queue is what the packet shows.
+    iptables([
+        "-t",
+        "mangle",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "-j",
+        "MARK",
+        "--set-mark",
+        "7",
+    ]);
+    let mut queue = bound_queue(3);
+
+    udp.sender.send_to(b"one", udp.dest()).unwrap();
+    udp.sender.send_to(b"two", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    assert_eq!(packet.mark(), 7, "the mark set before the queue");
+    packet.verdict(&Verdict::accept().with_mark(42)).unwrap();
+    next_packet(&mut queue).accept().unwrap();
+
+    assert_eq!(recv_datagram(&udp.receiver), b"one");
+    assert_eq!(recv_datagram(&udp.receiver), b"two");
+    assert_eq!(
+        counters::rule_packets("iptables", "mangle", "POSTROUTING", "marked-42"),
+        1
+    );
+    assert_eq!(
+        counters::rule_packets("iptables", "mangle", "POSTROUTING", "marked-7"),
+        1,
+        "a verdict without mark keeps the old one"
+    );
+    counters::assert_queue_drained(3);
+}
+
+#[test]
+fn repeat_sends_the_packet_through_the_hook_again() {
+    let _ns = enter_new_netns();
+    let udp = traffic::udp_pair_v4();
+    let port = udp.dest().port().to_string();
+    iptables([
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        &port,
+        "-m",
+        "comment",
+        "--comment",
+        "traversals",
+    ]);
+    iptables([
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        &port,
+        "-m",
+        "mark",
+        "!",
+        "--mark",
+        "1",
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        "4",
+    ]);
+    let mut queue = bound_queue(4);
+
+    udp.sender.send_to(b"again", udp.dest()).unwrap();
+    next_packet(&mut queue)
+        .verdict(&Verdict::repeat().with_mark(1))
+        .unwrap();
+
+    assert_eq!(recv_datagram(&udp.receiver), b"again");
+    assert_no_packet(&mut queue);
+    assert_eq!(
+        counters::rule_packets("iptables", "filter", "OUTPUT", "traversals"),
+        2,
+        "the chain ran twice"
+    );
+    counters::assert_queue_drained(4);
+}
+
+#[test]
+fn queue_to_moves_the_packet_to_another_queue() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 10);
+    // One socket may bind several queues; packets say which one they came from.
+    let mut queue = bound_queue(10);
+    queue.bind(11, &Default::default()).unwrap();
+
+    udp.sender.send_to(b"hop", udp.dest()).unwrap();
+    let first = next_packet(&mut queue);
+    assert_eq!(first.queue(), 10);
+    first.queue_to(11, false).unwrap();
+    let second = next_packet(&mut queue);
+    assert_eq!(second.queue(), 11);
+    assert_eq!(udp_data(second.payload()), b"hop");
+    second.accept().unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"hop");
+
+    // Nobody listens on queue 12: bypass accepts, no bypass drops.
+    udp.sender.send_to(b"bypassed", udp.dest()).unwrap();
+    next_packet(&mut queue).queue_to(12, true).unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"bypassed");
+    udp.sender.send_to(b"lost", udp.dest()).unwrap();
+    next_packet(&mut queue).queue_to(12, false).unwrap();
+    assert_no_datagram(&udp.receiver);
+    counters::assert_queue_drained(10);
+    counters::assert_queue_drained(11);
+}
+
+#[test]
+fn stop_accepts_and_skips_the_rest_of_the_hook() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 5);
+    let port = udp.dest().port().to_string();
+    // A later rule of the same hook that would drop the packet.
+    iptables(["-A", "OUTPUT", "-p", "udp", "--dport", &port, "-j", "DROP"]);
+    let mut queue = bound_queue(5);
+    udp.sender.send_to(b"stopped", udp.dest()).unwrap();
+    next_packet(&mut queue).verdict(&Verdict::stop()).unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"stopped");
+    counters::assert_queue_drained(5);
+}
+
+#[test]
+fn a_replaced_payload_arrives_as_sent() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 6);
+    let mut queue = bound_queue(6);
+    udp.sender.send_to(b"original", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    let mut rewritten = packet.payload().to_vec();
+    let ihl = usize::from(rewritten[0] & 0x0f) * 4;
+    rewritten[ihl + 8..].copy_from_slice(b"REPLACED");
+    // Over IPv4 a zero UDP checksum means "none": the same length needs no other fix.
+    rewritten[ihl + 6..ihl + 8].copy_from_slice(&[0, 0]);
+    packet
+        .verdict(&Verdict::accept().with_payload(&rewritten[..]))
+        .unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"REPLACED");
+    counters::assert_queue_drained(6);
+}
+
+#[test]
+fn deferred_verdicts_arrive_in_the_order_given() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 7);
+    let mut queue = bound_queue(7);
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 6, 32);
+    let mut kept = Vec::new();
+    for _ in 0..6 {
+        kept.push(next_packet(&mut queue).into_owned());
+    }
+    let sent_order: Vec<u64> = kept
+        .iter()
+        .map(|p| traffic::seq_of(udp_data(p.view().payload())).unwrap())
+        .collect();
+    assert_eq!(sent_order, (0..6).collect::<Vec<_>>());
+    // Give the verdicts from another thread, last packet first.
+    std::thread::spawn(move || {
+        for packet in kept.into_iter().rev() {
+            packet.accept().unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let arrived: Vec<u64> = (0..6)
+        .map(|_| traffic::seq_of(&recv_datagram(&udp.receiver)).unwrap())
+        .collect();
+    assert_eq!(arrived, vec![5, 4, 3, 2, 1, 0]);
+    counters::assert_queue_drained(7);
+}
+
+#[test]
+fn a_batch_verdict_settles_every_packet_up_to_its_id() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 8);
+    iptables([
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-p",
+        "udp",
+        "-m",
+        "mark",
+        "--mark",
+        "0x5",
+        "-m",
+        "comment",
+        "--comment",
+        "batch-marked",
+    ]);
+    let mut queue = bound_queue(8);
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 5, 16);
+    let mut last = 0;
+    for _ in 0..5 {
+        let pending = next_packet(&mut queue).defer();
+        last = pending.id();
+        pending.forget();
+    }
+    queue
+        .verdict_handle()
+        .batch_verdict(8, last, VerdictKind::Accept, Some(5))
+        .unwrap();
+    assert_eq!(
+        traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10).len(),
+        5
+    );
+    assert_eq!(
+        counters::rule_packets("iptables", "mangle", "POSTROUTING", "batch-marked"),
+        5
+    );
+    assert_eq!(queue.stats().batch_verdicts, 1);
+    counters::assert_queue_drained(8);
+}
+
+#[test]
+fn a_packet_dropped_without_verdict_gets_the_default_verdict() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 9);
+    let mut queue = bound_queue(9);
+    udp.sender.send_to(b"default accept", udp.dest()).unwrap();
+    drop(next_packet(&mut queue));
+    assert_eq!(recv_datagram(&udp.receiver), b"default accept");
+
+    queue.set_default_verdict(VerdictKind::Drop);
+    udp.sender.send_to(b"default drop", udp.dest()).unwrap();
+    let pending = next_packet(&mut queue).defer();
+    std::thread::spawn(move || drop(pending)).join().unwrap();
+    assert_no_datagram(&udp.receiver);
+    assert_eq!(queue.stats().default_verdicts, 2);
+    counters::assert_queue_drained(9);
+}
+
+#[test]
+fn a_stale_id_is_reported_and_the_queue_goes_on() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 12);
+    let mut queue = bound_queue(12);
+    udp.sender.send_to(b"first", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    let id = packet.id();
+    packet.accept().unwrap();
+    // The same id again: the kernel no longer holds that packet.
+    queue
+        .verdict_handle()
+        .verdict(12, id, &Verdict::drop())
+        .unwrap();
+    match queue.recv_timeout(PACKET_TIMEOUT) {
+        Err(Error::VerdictRejected {
+            queue: 12,
+            packet_id,
+            source,
+        }) => {
+            assert_eq!(packet_id, id);
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        }
+        other => panic!("expected the stale verdict to be reported, got {other:?}"),
+    }
+    udp.sender.send_to(b"second", udp.dest()).unwrap();
+    next_packet(&mut queue).accept().unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"first");
+    assert_eq!(recv_datagram(&udp.receiver), b"second");
+    assert_eq!(queue.stats().rejected_verdicts, 1);
+    counters::assert_queue_drained(12);
+}
+
+#[test]
+fn an_oversized_payload_is_refused_and_the_packet_still_gets_a_verdict() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 13);
+    let mut queue = bound_queue(13);
+    udp.sender.send_to(b"survivor", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    let huge = vec![0x45; nfqueue_core::MAX_PAYLOAD + 1];
+    match packet.verdict(&Verdict::drop().with_payload(huge)) {
+        Err(Error::PayloadTooLarge { len, max }) => assert_eq!((len, max), (65532, 65531)),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    // The failed verdict fell back to the default (accept).
+    assert_eq!(recv_datagram(&udp.receiver), b"survivor");
+    counters::assert_queue_drained(13);
+}
