@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod attr;
+mod batch;
 mod config;
 mod deferred;
 mod error;
@@ -46,6 +47,7 @@ mod view;
 pub mod net;
 
 pub use attr::{Attribute, Attributes};
+pub use batch::VerdictBatch;
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_COPY_RANGE};
 pub use deferred::{OwnedPacket, PendingVerdict};
 pub use error::{Error, Result};

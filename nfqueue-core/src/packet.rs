@@ -106,10 +106,20 @@ impl<'a> Packet<'a> {
         )
     }
 
+    /// Gives up the automatic default verdict and returns the packet's view: the
+    /// caller takes over giving this packet its verdict by id, with a
+    /// [`VerdictHandle`] or a [`VerdictBatch`](crate::VerdictBatch) (a dispatcher
+    /// that copies packets to worker threads does this). A packet that then gets
+    /// no verdict stays queued until the socket closes.
+    pub fn detach(mut self) -> PacketView<'a> {
+        self.settled = true;
+        self.view
+    }
+
     /// Copies the packet's message so that it outlives the receive buffer, with
     /// the right to give it its verdict later (one allocation).
     pub fn into_owned(self) -> OwnedPacket {
-        let attrs = self.view.raw_attrs();
+        let attrs = self.view.attribute_bytes();
         let queue = self.view.queue();
         OwnedPacket::new(queue, attrs.into(), self.defer())
     }

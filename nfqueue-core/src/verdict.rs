@@ -133,6 +133,11 @@ impl<'p> Verdict<'p> {
         self.payload.as_deref()
     }
 
+    /// Takes the payload out, as an owned buffer.
+    pub(crate) fn take_payload(self) -> Option<Vec<u8>> {
+        self.payload.map(Cow::into_owned)
+    }
+
     /// This verdict with an owned payload, so it can outlive the borrowed one.
     pub fn into_owned(self) -> Verdict<'static> {
         Verdict {

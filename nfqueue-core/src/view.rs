@@ -114,8 +114,13 @@ impl<'a> PacketView<'a> {
         }
     }
 
-    /// Parses the attributes of a packet message of queue `queue`.
-    pub(crate) fn parse(queue: u16, attrs: &'a [u8]) -> Result<Self, MalformedError> {
+    /// Parses the attributes of a packet message of queue `queue` (the bytes
+    /// after its `nfgenmsg`, as [`attribute_bytes`](Self::attribute_bytes) returns
+    /// them).
+    ///
+    /// # Errors
+    /// [`MalformedError`] when they are not a packet's attributes.
+    pub fn parse(queue: u16, attrs: &'a [u8]) -> Result<Self, MalformedError> {
         let table = AttrTable::parse(attrs)?;
         // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; __u8 hook; }
         let header = table
@@ -313,8 +318,9 @@ impl<'a> PacketView<'a> {
         Attributes::new(self.attrs)
     }
 
-    /// The message's attribute bytes (what [`OwnedPacket`](crate::OwnedPacket) keeps).
-    pub(crate) fn raw_attrs(&self) -> &'a [u8] {
+    /// The message's attribute bytes: copy them to keep the packet, and parse
+    /// them again with [`parse`](Self::parse).
+    pub fn attribute_bytes(&self) -> &'a [u8] {
         self.attrs
     }
 }

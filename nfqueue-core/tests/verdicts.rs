@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use nfqueue_core::{Error, Verdict, VerdictKind};
+use nfqueue_core::{Error, Verdict, VerdictBatch, VerdictKind};
 use nfqueue_testkit::{counters, iptables, traffic};
 use std::time::Duration;
 
@@ -373,4 +373,51 @@ fn an_oversized_payload_is_refused_and_the_packet_still_gets_a_verdict() {
     // The failed verdict fell back to the default (accept).
     assert_eq!(recv_datagram(&udp.receiver), b"survivor");
     counters::assert_queue_drained(13);
+}
+
+#[test]
+fn many_verdicts_go_out_in_one_system_call() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 14);
+    let mut queue = bound_queue(14);
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 5, 16);
+    let mut ids = Vec::new();
+    let mut rewritten = Vec::new();
+    for n in 0..5 {
+        let view = next_packet(&mut queue).detach();
+        ids.push(view.id());
+        if n == 4 {
+            rewritten = view.payload().to_vec();
+        }
+    }
+    // Packet 4 becomes a copy of itself with its sequence number set to 99.
+    let ihl = usize::from(rewritten[0] & 0x0f) * 4;
+    rewritten[ihl + 8..ihl + 16].copy_from_slice(&99u64.to_be_bytes());
+    rewritten[ihl + 6..ihl + 8].copy_from_slice(&[0, 0]);
+
+    let mut batch = VerdictBatch::new();
+    batch
+        .push_up_to(14, ids[1], VerdictKind::Accept, None)
+        .unwrap();
+    batch.push(14, ids[2], Verdict::drop()).unwrap();
+    batch
+        .push(14, ids[4], Verdict::accept().with_payload(rewritten))
+        .unwrap();
+    batch.push(14, ids[3], Verdict::accept()).unwrap();
+    assert_eq!(
+        queue.verdict_handle().send_all(&mut batch).unwrap(),
+        1,
+        "one sendmsg"
+    );
+    assert!(batch.is_empty());
+
+    let arrived: Vec<u64> =
+        traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10)
+            .iter()
+            .map(|d| traffic::seq_of(d).unwrap())
+            .collect();
+    assert_eq!(arrived, vec![0, 1, 99, 3]);
+    let stats = queue.stats();
+    assert_eq!((stats.batch_verdicts, stats.verdicts), (1, 3));
+    counters::assert_queue_drained(14);
 }
