@@ -88,6 +88,15 @@ pub(crate) fn udp6(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+pub(crate) fn tcp6(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv6(SRC6, DST6, 64)
+        .tcp(40000, 443, 5, 1024)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
 pub(crate) fn icmp6_echo(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv6(SRC6, DST6, 64)
