@@ -14,7 +14,12 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
-    pub(crate) fn new() -> Result<Self> {
+    /// A new handle, not yet tied to a queue (a dispatcher running several
+    /// queues uses one for all of them).
+    ///
+    /// # Errors
+    /// [`Error::Sys`] when the eventfd cannot be created.
+    pub fn new() -> Result<Self> {
         // SAFETY: plain system call; the result is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -49,5 +54,13 @@ impl StopHandle {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.event.as_raw_fd()
+    }
+}
+
+/// The eventfd becomes readable once [`StopHandle::stop`] was called: add it to a
+/// `poll(2)` set to wake up then.
+impl AsRawFd for StopHandle {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
     }
 }

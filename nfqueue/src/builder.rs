@@ -1,0 +1,322 @@
+//! Configuring and starting a [`Dispatcher`].
+
+use crate::affinity;
+use crate::dispatcher::Dispatcher;
+use crate::receiver::{Fanout, ReceiveLoop};
+use crate::stats::Counters;
+use crate::wake::Waker;
+use crate::worker::{print_panic, Handler, PanicHandler, PanicReport, ReturnPath, Worker};
+use crossbeam_channel::{bounded, unbounded};
+use nfqueue_core::net::FlowKey;
+use nfqueue_core::{
+    Error, PacketView, Queue, QueueConfig, Result, StopHandle, Verdict, VerdictKind,
+};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// Default receive buffer per queue socket: room for a full default-length
+/// queue (1024 packets) of MTU-sized packets with their metadata.
+pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
+
+/// Default capacity of each worker channel, in packets.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
+
+/// Builds a [`Dispatcher`], in the manner of rayon's `ThreadPoolBuilder`.
+///
+/// ```no_run
+/// use nfqueue::{Dispatcher, QueueConfig, QueueFlags, Verdict};
+/// use nfqueue::net::FlowKey;
+///
+/// let dispatcher = Dispatcher::builder()
+///     .queues(0..=1) // iptables ... -j NFQUEUE --queue-balance 0:1
+///     .workers(4)
+///     .flow_affinity(FlowKey::FiveTuple)
+///     .queue_config(QueueConfig::default().flags(QueueFlags::FAIL_OPEN))
+///     .build(|packet: &nfqueue::PacketView<'_>| {
+///         if packet.payload().len() > 1400 { Verdict::drop() } else { Verdict::accept() }
+///     })?;
+/// let stop = dispatcher.stop_handle();
+/// # stop.stop();
+/// let stats = dispatcher.join()?;
+/// println!("{} packets, {:.2} verdict messages per packet", stats.packets, stats.messages_per_packet());
+/// # Ok::<(), nfqueue::Error>(())
+/// ```
+pub struct DispatcherBuilder {
+    queues: Vec<u16>,
+    workers: Option<usize>,
+    channel_capacity: usize,
+    thread_prefix: String,
+    pin_cpus: bool,
+    default_verdict: VerdictKind,
+    panic_handler: PanicHandler,
+    flow_affinity: Option<FlowKey>,
+    queue_config: QueueConfig,
+    recv_buffer: Option<usize>,
+}
+
+impl std::fmt::Debug for DispatcherBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatcherBuilder")
+            .field("queues", &self.queues)
+            .field("workers", &self.workers)
+            .field("channel_capacity", &self.channel_capacity)
+            .field("thread_prefix", &self.thread_prefix)
+            .field("pin_cpus", &self.pin_cpus)
+            .field("default_verdict", &self.default_verdict)
+            .field("flow_affinity", &self.flow_affinity)
+            .field("queue_config", &self.queue_config)
+            .field("recv_buffer", &self.recv_buffer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DispatcherBuilder {
+    fn default() -> Self {
+        DispatcherBuilder {
+            queues: Vec::new(),
+            workers: None,
+            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            thread_prefix: "nfq".to_string(),
+            pin_cpus: false,
+            default_verdict: VerdictKind::Accept,
+            panic_handler: Arc::new(print_panic),
+            flow_affinity: None,
+            queue_config: QueueConfig::default(),
+            recv_buffer: Some(DEFAULT_RECV_BUFFER),
+        }
+    }
+}
+
+impl DispatcherBuilder {
+    /// A builder with the defaults: no queue yet, one worker per available core,
+    /// accept as default verdict, no flow affinity.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds queue number `queue` (one socket and receive thread each).
+    pub fn queue(mut self, queue: u16) -> Self {
+        self.queues.push(queue);
+        self
+    }
+
+    /// Adds every queue number of `queues`, e.g. `0..=3` for
+    /// `--queue-balance 0:3` or `--queue-cpu-fanout`.
+    pub fn queues(mut self, queues: impl IntoIterator<Item = u16>) -> Self {
+        self.queues.extend(queues);
+        self
+    }
+
+    /// Number of worker threads (default: the available cores).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Capacity of each worker channel, in packets (default
+    /// [`DEFAULT_CHANNEL_CAPACITY`]). When the channels are full the receive
+    /// threads stop reading, the kernel's queue fills, and then its
+    /// `max_len` and fail-open setting decide.
+    pub fn channel_capacity(mut self, capacity: usize) -> Self {
+        self.channel_capacity = capacity.max(1);
+        self
+    }
+
+    /// Prefix of thread names (default `nfq`: threads are `nfq-recv-QUEUE` and
+    /// `nfq-worker-N`, as `top -H` and debuggers show them).
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_prefix = prefix.into();
+        self
+    }
+
+    /// Pins each receive thread and worker to one CPU, round robin (default off).
+    pub fn pin_cpus(mut self, pin: bool) -> Self {
+        self.pin_cpus = pin;
+        self
+    }
+
+    /// The verdict for a packet whose handler panicked, and for packets read
+    /// during shutdown (default accept).
+    pub fn default_verdict(mut self, kind: VerdictKind) -> Self {
+        self.default_verdict = kind;
+        self
+    }
+
+    /// Called with a report for every handler panic (default: a line on stderr).
+    pub fn panic_handler(mut self, handler: impl Fn(&PanicReport) + Send + Sync + 'static) -> Self {
+        self.panic_handler = Arc::new(handler);
+        self
+    }
+
+    /// Sends all packets of one flow to the same worker, so their verdicts keep
+    /// the flow's order (default off: any free worker takes the next packet).
+    pub fn flow_affinity(mut self, key: FlowKey) -> Self {
+        self.flow_affinity = Some(key);
+        self
+    }
+
+    /// Settings applied to every queue (copy mode, length, flags).
+    pub fn queue_config(mut self, config: QueueConfig) -> Self {
+        self.queue_config = config;
+        self
+    }
+
+    /// Receive buffer of each queue socket (default [`DEFAULT_RECV_BUFFER`],
+    /// forced when privileged); `None` keeps the system default.
+    pub fn recv_buffer_size(mut self, bytes: Option<usize>) -> Self {
+        self.recv_buffer = bytes;
+        self
+    }
+
+    /// Binds the queues and starts the threads, with one handler shared by all
+    /// workers.
+    ///
+    /// # Errors
+    /// As [`build_with`](Self::build_with).
+    pub fn build<F>(self, handler: F) -> Result<Dispatcher>
+    where
+        F: Fn(&PacketView<'_>) -> Verdict<'static> + Send + Sync + 'static,
+    {
+        let shared = Arc::new(handler);
+        self.build_with(move |_worker| {
+            let handler = Arc::clone(&shared);
+            move |packet: &PacketView<'_>| handler(packet)
+        })
+    }
+
+    /// Binds the queues and starts the threads, with a handler of its own for
+    /// each worker, made by `make_handler(worker_index)`: handlers may then keep
+    /// mutable state without locks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without queues or workers; the errors of
+    /// [`Queue::bind`] (e.g. [`Error::QueueTaken`]); [`Error::Sys`] when a thread
+    /// cannot be spawned. Nothing keeps running after an error.
+    pub fn build_with<M, H>(self, mut make_handler: M) -> Result<Dispatcher>
+    where
+        M: FnMut(usize) -> H,
+        H: Handler,
+    {
+        if self.queues.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a dispatcher needs at least one queue",
+            ));
+        }
+        let workers = self.workers.unwrap_or_else(affinity::available_cpus);
+        if workers == 0 {
+            return Err(Error::InvalidArgument(
+                "a dispatcher needs at least one worker",
+            ));
+        }
+        // Bind every queue here, so that errors reach the caller before any
+        // thread starts.
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for &num in &self.queues {
+            let mut queue = Queue::open()?;
+            queue.bind(num, &self.queue_config)?;
+            queue.set_default_verdict(self.default_verdict);
+            if let Some(bytes) = self.recv_buffer {
+                queue.set_recv_buffer_size(bytes)?;
+            }
+            queues.push(queue);
+        }
+
+        let stop = StopHandle::new()?;
+        let counters = Arc::new(Counters::default());
+        let cpus = affinity::available_cpus();
+        let mut next_cpu = 0usize;
+        let mut pin = || {
+            let cpu = next_cpu % cpus;
+            next_cpu += 1;
+            self.pin_cpus.then_some(cpu)
+        };
+
+        let (fanout, worker_inputs) = match self.flow_affinity {
+            None => {
+                let (tx, rx) = bounded(self.channel_capacity);
+                (Fanout::Shared(tx), vec![rx; workers])
+            }
+            Some(key) => {
+                let (txs, rxs): (Vec<_>, Vec<_>) =
+                    (0..workers).map(|_| bounded(self.channel_capacity)).unzip();
+                (Fanout::ByFlow(txs, key), rxs)
+            }
+        };
+        let mut loops = Vec::with_capacity(queues.len());
+        let mut returns = Vec::with_capacity(queues.len());
+        for (slot, queue) in queues.into_iter().enumerate() {
+            let (done_tx, done_rx) = unbounded();
+            let waker = Arc::new(Waker::new().map_err(|source| Error::Sys {
+                op: "eventfd",
+                source,
+            })?);
+            returns.push(ReturnPath {
+                done: done_tx,
+                waker: Arc::clone(&waker),
+            });
+            loops.push(ReceiveLoop {
+                slot,
+                queue,
+                fanout: fanout.clone(),
+                done: done_rx,
+                waker,
+                stop: stop.clone(),
+                counters: Arc::clone(&counters),
+            });
+        }
+        drop(fanout);
+        let returns: Arc<[ReturnPath]> = returns.into();
+
+        let mut dispatcher = Dispatcher::new(stop, Arc::clone(&counters), self.queues.clone());
+        for (index, jobs) in worker_inputs.into_iter().enumerate() {
+            let worker = Worker {
+                index,
+                jobs,
+                returns: Arc::clone(&returns),
+                handler: make_handler(index),
+                default: self.default_verdict,
+                panic_handler: Arc::clone(&self.panic_handler),
+                counters: Arc::clone(&counters),
+            };
+            let handle = spawn(
+                format!("{}-worker-{index}", self.thread_prefix),
+                pin(),
+                move || worker.run(),
+            );
+            dispatcher.add_worker(handle?);
+        }
+        drop(returns);
+        for receive in loops {
+            let name = format!(
+                "{}-recv-{}",
+                self.thread_prefix,
+                receive.queue.bound_queues()[0]
+            );
+            let handle = spawn(name, pin(), move || receive.run());
+            dispatcher.add_receiver(handle?);
+        }
+        Ok(dispatcher)
+    }
+}
+
+/// Spawns a named thread, pinned to `cpu` if given.
+fn spawn<T: Send + 'static>(
+    name: String,
+    cpu: Option<usize>,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                // Pinning is an optimisation: a failure (e.g. a cpuset without
+                // that CPU) leaves the thread where the scheduler puts it.
+                let _ = affinity::pin_current_thread(cpu);
+            }
+            body()
+        })
+        .map_err(|source| Error::Sys {
+            op: "spawning a thread",
+            source,
+        })
+}

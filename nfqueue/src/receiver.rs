@@ -1,0 +1,259 @@
+//! Receive threads: one per queue. Each reads every packet that is waiting,
+//! fans the packets out to the workers, and writes the verdicts that come back
+//! on its own socket (the kernel accepts a verdict only from the socket that
+//! bound the queue), coalesced.
+
+use crate::coalesce::Coalescer;
+use crate::stats::Counters;
+use crate::wake::Waker;
+use crate::worker::{Done, Job};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use nfqueue_core::net::{self, FlowKey};
+use nfqueue_core::{Error, PacketView, Queue, Result, StopHandle, VerdictBatch};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// Packets read per round before the verdicts that came back are written.
+const READ_BUDGET: usize = 64;
+/// Rounds between two looks at the stop handle while busy (an idle thread
+/// sees it at once, in poll).
+const STOP_CHECK_ROUNDS: u32 = 64;
+/// Most packets given the default verdict at shutdown when the kernel's count
+/// of waiting packets cannot be read.
+const SHUTDOWN_DRAIN_MAX: usize = 65_536;
+
+/// Where packets go: one channel all workers share, or one per worker chosen by
+/// the packet's flow.
+#[derive(Debug, Clone)]
+pub(crate) enum Fanout {
+    Shared(Sender<Job>),
+    ByFlow(Vec<Sender<Job>>, FlowKey),
+}
+
+impl Fanout {
+    fn pick(&self, view: &PacketView<'_>) -> &Sender<Job> {
+        match self {
+            Fanout::Shared(sender) => sender,
+            Fanout::ByFlow(senders, key) => {
+                // Non-IP or unparsable packets all go to the first worker.
+                let hash = net::parse(view.payload()).map_or(0, |ip| ip.flow().hash_by(*key));
+                &senders[(hash % senders.len() as u64) as usize]
+            }
+        }
+    }
+}
+
+/// One queue's receive thread.
+pub(crate) struct ReceiveLoop {
+    pub(crate) slot: usize,
+    pub(crate) queue: Queue,
+    pub(crate) fanout: Fanout,
+    pub(crate) done: Receiver<Done>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) stop: StopHandle,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl ReceiveLoop {
+    /// Runs until stopped and every packet read has its verdict.
+    pub(crate) fn run(self) -> Result<()> {
+        let ReceiveLoop {
+            slot,
+            mut queue,
+            fanout,
+            done,
+            waker,
+            stop,
+            counters,
+        } = self;
+        let handle = queue.verdict_handle();
+        let queue_num = *queue
+            .bound_queues()
+            .first()
+            .expect("the builder binds one queue per socket");
+        let mut coalescer = Coalescer::new(queue_num);
+        let mut batch = VerdictBatch::new();
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        let mut pending: Option<(Job, Sender<Job>)> = None;
+        let mut stopping = false;
+        let mut failure = None;
+        let mut rounds = 0u32;
+
+        loop {
+            let mut progress = false;
+
+            // Verdicts first: they free room in the kernel's queue.
+            while let Ok(d) = done.try_recv() {
+                counters.verdict(d.verdict.kind(), d.verdict.payload().is_some());
+                coalescer.complete(d.id, d.verdict);
+                pool.push(d.bytes);
+                progress = true;
+            }
+
+            if let Some((job, sender)) = pending.take() {
+                match sender.try_send(job) {
+                    Ok(()) => {
+                        Counters::add(&counters.dispatched, 1);
+                        progress = true;
+                    }
+                    Err(TrySendError::Full(job)) => pending = Some((job, sender)),
+                    Err(TrySendError::Disconnected(_)) => {
+                        unreachable!("workers outlive receive threads")
+                    }
+                }
+            }
+
+            rounds = rounds.wrapping_add(1);
+            if !stopping && rounds % STOP_CHECK_ROUNDS == 0 && stop.is_stopped() {
+                stopping = true;
+                drain_with_default(&mut queue, queue_num, &counters);
+            }
+
+            if !stopping && pending.is_none() {
+                for _ in 0..READ_BUDGET {
+                    match queue.try_recv() {
+                        Ok(Some(packet)) => {
+                            Counters::add(&counters.packets, 1);
+                            progress = true;
+                            let view = packet.detach();
+                            let mut bytes = pool.pop().unwrap_or_default();
+                            bytes.clear();
+                            bytes.extend_from_slice(view.attribute_bytes());
+                            let job = Job {
+                                slot,
+                                queue: view.queue(),
+                                id: view.id(),
+                                bytes,
+                            };
+                            let sender = fanout.pick(&view);
+                            coalescer.dispatched(view.id());
+                            match sender.try_send(job) {
+                                Ok(()) => Counters::add(&counters.dispatched, 1),
+                                Err(TrySendError::Full(job)) => {
+                                    // Backpressure: stop reading until a worker catches up;
+                                    // the kernel's queue fills meanwhile.
+                                    Counters::add(&counters.backpressure_waits, 1);
+                                    pending = Some((job, sender.clone()));
+                                    break;
+                                }
+                                Err(TrySendError::Disconnected(_)) => {
+                                    unreachable!("workers outlive receive threads")
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(Error::ReceiveOverflow) => {
+                            Counters::add(&counters.receive_overflows, 1);
+                            progress = true;
+                        }
+                        Err(err) if err.is_recoverable() => {
+                            Counters::add(&counters.receive_errors, 1);
+                            progress = true;
+                        }
+                        Err(err) => {
+                            failure = Some(err);
+                            stopping = true;
+                            break;
+                        }
+                    }
+                }
+            }
+
+            let idle = !progress;
+            let flushed = coalescer.flush(&mut batch, idle)?;
+            if !batch.is_empty() {
+                let calls = handle.send_all(&mut batch)?;
+                Counters::add(&counters.send_calls, calls as u64);
+                Counters::add(&counters.batch_messages, flushed.batch_messages);
+                Counters::add(&counters.single_messages, flushed.single_messages);
+            }
+
+            if stopping && pending.is_none() && coalescer.is_empty() {
+                break;
+            }
+            if idle {
+                waker.prepare_to_sleep();
+                if done.is_empty() {
+                    let watch_socket = !stopping && pending.is_none();
+                    if wait(&queue, &waker, &stop, watch_socket, stopping)? && !stopping {
+                        stopping = true;
+                        drain_with_default(&mut queue, queue_num, &counters);
+                    }
+                }
+                waker.awake();
+            }
+        }
+        // Every packet read has its verdict; closing the socket now (by dropping
+        // the queue) drops only packets the kernel had not handed over yet.
+        drop(queue);
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Gives the default verdict to the packets that are readable now, so that
+/// stopping does not drop what was already handed over. Reads no more than the
+/// kernel says are waiting (dispatched ones included), so traffic that goes on
+/// arriving does not keep the shutdown going.
+fn drain_with_default(queue: &mut Queue, queue_num: u16, counters: &Counters) {
+    let waiting = match queue.kernel_stats(queue_num) {
+        Ok(Some(stats)) => stats.waiting as usize,
+        Ok(None) => 0,
+        Err(_) => SHUTDOWN_DRAIN_MAX,
+    };
+    for _ in 0..waiting {
+        match queue.try_recv() {
+            // Dropping the packet sends the queue's default verdict.
+            Ok(Some(packet)) => {
+                Counters::add(&counters.packets, 1);
+                Counters::add(&counters.shutdown_defaults, 1);
+                drop(packet);
+            }
+            Ok(None) => return,
+            Err(err) if err.is_recoverable() => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sleeps until the socket is readable (when watched), a worker wakes us, or
+/// the stop handle fires. Returns true when the stop handle fired.
+fn wait(
+    queue: &Queue,
+    waker: &Waker,
+    stop: &StopHandle,
+    watch_socket: bool,
+    stopping: bool,
+) -> Result<bool> {
+    let mut fds = [
+        libc::pollfd {
+            fd: waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: if stopping { -1 } else { stop.as_raw_fd() },
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: if watch_socket { queue.as_raw_fd() } else { -1 },
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of three pollfds (negative fds are ignored).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if rc >= 0 {
+            return Ok(fds[1].revents != 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(Error::Sys {
+                op: "poll",
+                source: err,
+            });
+        }
+    }
+}

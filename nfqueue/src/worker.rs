@@ -1,0 +1,142 @@
+//! Worker threads: run the handler on each packet and send its verdict back to
+//! the receive thread of the packet's queue.
+
+use crate::stats::Counters;
+use crate::wake::Waker;
+use crossbeam_channel::{Receiver, Sender};
+use nfqueue_core::{PacketView, Verdict, VerdictKind};
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// Decides the verdict for one packet. Implemented for every
+/// `FnMut(&PacketView) -> Verdict<'static> + Send`, so a closure is a handler;
+/// a worker owns its handler, so it may keep mutable state.
+pub trait Handler: Send + 'static {
+    /// The verdict for `packet`.
+    fn handle(&mut self, packet: &PacketView<'_>) -> Verdict<'static>;
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&PacketView<'_>) -> Verdict<'static> + Send + 'static,
+{
+    fn handle(&mut self, packet: &PacketView<'_>) -> Verdict<'static> {
+        self(packet)
+    }
+}
+
+/// What a panic handler is told about a handler that panicked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PanicReport {
+    /// The worker's index.
+    pub worker: usize,
+    /// The packet's queue.
+    pub queue: u16,
+    /// The packet's id.
+    pub packet_id: u32,
+    /// The panic message, when it was a string.
+    pub message: Option<String>,
+}
+
+impl PanicReport {
+    fn new(worker: usize, job: &Job, payload: &(dyn Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        PanicReport {
+            worker,
+            queue: job.queue,
+            packet_id: job.id,
+            message,
+        }
+    }
+}
+
+/// Called with a report for every handler panic.
+pub type PanicHandler = Arc<dyn Fn(&PanicReport) + Send + Sync>;
+
+/// A packet handed to a worker: its message's attribute bytes, and where the
+/// verdict goes.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// Index of the receive thread (queue) it came from.
+    pub(crate) slot: usize,
+    pub(crate) queue: u16,
+    pub(crate) id: u32,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A verdict on its way back, with the buffer for reuse.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) id: u32,
+    pub(crate) verdict: Verdict<'static>,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// The way back to one receive thread.
+#[derive(Debug, Clone)]
+pub(crate) struct ReturnPath {
+    pub(crate) done: Sender<Done>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+/// Everything a worker thread needs.
+pub(crate) struct Worker<H> {
+    pub(crate) index: usize,
+    pub(crate) jobs: Receiver<Job>,
+    pub(crate) returns: Arc<[ReturnPath]>,
+    pub(crate) handler: H,
+    pub(crate) default: VerdictKind,
+    pub(crate) panic_handler: PanicHandler,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Handles jobs until every receive thread has hung up.
+    pub(crate) fn run(mut self) {
+        for job in self.jobs.iter() {
+            let verdict = match PacketView::parse(job.queue, &job.bytes) {
+                Ok(view) => {
+                    let handler = &mut self.handler;
+                    match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&view))) {
+                        Ok(verdict) => verdict,
+                        Err(payload) => {
+                            Counters::add(&self.counters.handler_panics, 1);
+                            let report = PanicReport::new(self.index, &job, payload.as_ref());
+                            // A panicking panic handler must not take the worker down.
+                            let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+                                (self.panic_handler)(&report)
+                            }));
+                            Verdict::new(self.default)
+                        }
+                    }
+                }
+                // The receive thread parsed these bytes already.
+                Err(_) => Verdict::new(self.default),
+            };
+            let back = &self.returns[job.slot];
+            // The receive thread lives until it has every verdict it is owed.
+            let _ = back.done.send(Done {
+                id: job.id,
+                verdict,
+                bytes: job.bytes,
+            });
+            back.waker.wake_if_sleeping();
+        }
+    }
+}
+
+/// The default panic handler: one line on stderr.
+pub(crate) fn print_panic(report: &PanicReport) {
+    eprintln!(
+        "nfqueue: handler panicked on packet {} of queue {} (worker {}): {}; the packet got the default verdict",
+        report.packet_id,
+        report.queue,
+        report.worker,
+        report.message.as_deref().unwrap_or("(no message)")
+    );
+}
