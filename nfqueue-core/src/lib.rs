@@ -34,6 +34,7 @@ mod deferred;
 mod error;
 mod handle;
 mod ifname;
+mod line;
 mod message;
 mod netns;
 mod packet;

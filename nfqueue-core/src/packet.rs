@@ -145,8 +145,13 @@ impl<'a> Packet<'a> {
         self.name_of(self.view.physoutdev())
     }
 
+    /// The name of interface `index` in the queue socket's network namespace.
+    pub fn interface_name(&self, index: u32) -> Option<InterfaceName> {
+        ifname::lookup(self.handle.shared.socket.fd(), index).ok()
+    }
+
     fn name_of(&self, index: Option<u32>) -> Option<InterfaceName> {
-        ifname::lookup(self.handle.shared.socket.fd(), index?).ok()
+        self.interface_name(index?)
     }
 }
 

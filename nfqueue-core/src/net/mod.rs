@@ -62,7 +62,7 @@ pub mod mangle;
 mod transport;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use error::{MangleError, ParseError};
 pub use flow::{FlowKey, FlowTuple};
