@@ -52,6 +52,7 @@ pub struct DispatcherBuilder {
     flow_affinity: Option<FlowKey>,
     queue_config: QueueConfig,
     recv_buffer: Option<usize>,
+    stop: Option<StopHandle>,
 }
 
 impl std::fmt::Debug for DispatcherBuilder {
@@ -83,6 +84,7 @@ impl Default for DispatcherBuilder {
             flow_affinity: None,
             queue_config: QueueConfig::default(),
             recv_buffer: Some(DEFAULT_RECV_BUFFER),
+            stop: None,
         }
     }
 }
@@ -168,6 +170,13 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Uses `stop` as the dispatcher's stop handle (default: a new one), e.g. one
+    /// that a signal-handling thread set up before any thread was spawned.
+    pub fn stop_handle(mut self, stop: StopHandle) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
     /// Binds the queues and starts the threads, with one handler shared by all
     /// workers.
     ///
@@ -221,7 +230,10 @@ impl DispatcherBuilder {
             queues.push(queue);
         }
 
-        let stop = StopHandle::new()?;
+        let stop = match self.stop.clone() {
+            Some(stop) => stop,
+            None => StopHandle::new()?,
+        };
         let counters = Arc::new(Counters::default());
         let cpus = affinity::available_cpus();
         let mut next_cpu = 0usize;
