@@ -449,6 +449,8 @@ fn copy_modes_cut_what_user_space_sees_but_not_the_packet() {
     udp.sender.send_to(&message, dest).unwrap();
     let packet = next_packet(&mut queue);
     assert!(packet.payload().is_empty());
+    // The kernel sends NFQA_CAP_LEN only in packet mode: no length at all here.
+    assert_eq!(packet.original_len(), 0);
     assert_eq!(packet.hook(), Hook::LocalOut, "metadata still comes");
     packet.accept().unwrap();
     assert_eq!(recv_datagram(&udp.receiver), message);
