@@ -433,6 +433,12 @@ impl Queue {
     }
 
     fn next_packet(&mut self, wait: Wait) -> Result<Option<Packet<'_>>> {
+        // Checked before every blocking receive, not only when it would block:
+        // under steady traffic the socket is always readable, and `run` would
+        // never see the stop.
+        if matches!(wait, Wait::Until(_)) && self.stop.is_stopped() {
+            return Err(Error::Stopped);
+        }
         // Find the next packet message by offsets, so the borrow of the buffer
         // returned in the packet starts only once the loop is done.
         let (queue, start, end) = loop {

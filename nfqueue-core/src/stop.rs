@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Stops the blocking receive calls and [`Queue::run`](crate::Queue::run) of the
@@ -10,7 +11,15 @@ use std::sync::Arc;
 /// signal handler. Once stopped, a queue stays stopped.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
-    event: Arc<OwnedFd>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Wakes a receive blocked in poll.
+    event: OwnedFd,
+    /// Lets a receive that would not block see the stop without a system call.
+    stopped: AtomicBool,
 }
 
 impl StopHandle {
@@ -28,32 +37,31 @@ impl StopHandle {
         // SAFETY: `fd` is a new eventfd that nothing else owns.
         let event = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(StopHandle {
-            event: Arc::new(event),
+            inner: Arc::new(Inner {
+                event,
+                stopped: AtomicBool::new(false),
+            }),
         })
     }
 
     /// Makes every blocking receive on the queue return [`Error::Stopped`], now
     /// and from now on.
     pub fn stop(&self) {
+        // A lock-free atomic store is async-signal-safe too.
+        self.inner.stopped.store(true, Ordering::Release);
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own. A full
         // counter (EAGAIN) still leaves the eventfd readable, which is all we need.
-        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        unsafe { libc::write(self.inner.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     /// True once [`stop`](Self::stop) was called.
     pub fn is_stopped(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+        self.inner.stopped.load(Ordering::Acquire)
     }
 
     pub(crate) fn fd(&self) -> RawFd {
-        self.event.as_raw_fd()
+        self.inner.event.as_raw_fd()
     }
 }
 

@@ -217,7 +217,8 @@ impl<'a> PacketView<'a> {
     }
 
     /// The packet's full length: larger than `payload().len()` when the copy was
-    /// cut short by the copy range.
+    /// cut short by the copy range. In [`CopyMode::Meta`](crate::CopyMode::Meta)
+    /// the kernel sends no length at all, and this is 0.
     pub fn original_len(&self) -> usize {
         match self.table.get_be32(nfqa::NFQA_CAP_LEN) {
             Some(len) => len as usize,
