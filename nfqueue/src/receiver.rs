@@ -16,9 +16,6 @@ use std::sync::Arc;
 
 /// Packets read per round before the verdicts that came back are written.
 const READ_BUDGET: usize = 64;
-/// Rounds between two looks at the stop handle while busy (an idle thread
-/// sees it at once, in poll).
-const STOP_CHECK_ROUNDS: u32 = 64;
 /// Most packets given the default verdict at shutdown when the kernel's count
 /// of waiting packets cannot be read.
 const SHUTDOWN_DRAIN_MAX: usize = 65_536;
@@ -78,7 +75,6 @@ impl ReceiveLoop {
         let mut pending: Option<(Job, Sender<Job>)> = None;
         let mut stopping = false;
         let mut failure = None;
-        let mut rounds = 0u32;
 
         loop {
             let mut progress = false;
@@ -104,8 +100,8 @@ impl ReceiveLoop {
                 }
             }
 
-            rounds = rounds.wrapping_add(1);
-            if !stopping && rounds % STOP_CHECK_ROUNDS == 0 && stop.is_stopped() {
+            // A busy thread sees the stop here; an idle one in poll.
+            if !stopping && stop.is_stopped() {
                 stopping = true;
                 drain_with_default(&mut queue, queue_num, &counters);
             }
