@@ -456,3 +456,35 @@ fn copy_modes_cut_what_user_space_sees_but_not_the_packet() {
     assert_eq!(recv_datagram(&udp.receiver), message);
     counters::assert_queue_drained(7);
 }
+
+#[test]
+fn the_priority_of_the_sending_socket_is_reported() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 44);
+    let mut queue = bound_queue(44);
+    udp.sender.send_to(b"plain", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    // The kernel sends NFQA_PRIORITY only for a non-zero skb->priority.
+    assert_eq!(packet.priority(), None);
+    packet.accept().unwrap();
+
+    let priority: libc::c_int = 6;
+    // SAFETY: sets an int option on a socket we own, from a valid c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            udp.sender.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PRIORITY,
+            (&priority as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_PRIORITY: {}", std::io::Error::last_os_error());
+    udp.sender.send_to(b"urgent", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    assert_eq!(packet.priority(), Some(6));
+    packet.accept().unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"plain");
+    assert_eq!(recv_datagram(&udp.receiver), b"urgent");
+    counters::assert_queue_drained(44);
+}
