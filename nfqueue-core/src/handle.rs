@@ -25,12 +25,10 @@ pub(crate) struct Shared {
 /// let mut queue = Queue::open()?;
 /// queue.bind(0, &QueueConfig::default())?;
 /// let handle = queue.verdict_handle();
+/// // Keep only the queue number and id; the verdict goes out from another thread.
 /// let (num, id) = {
-///     let packet = queue.recv()?;
-///     let pending = packet.defer();
-///     let ids = (pending.queue(), pending.id());
-///     pending.forget();
-///     ids
+///     let view = queue.recv()?.detach();
+///     (view.queue(), view.id())
 /// };
 /// std::thread::spawn(move || handle.verdict(num, id, &Verdict::drop())).join().unwrap()?;
 /// # Ok::<(), nfqueue_core::Error>(())
