@@ -28,11 +28,11 @@ impl Rules {
         let Ok(ip) = net::parse(packet.payload()) else {
             return Verdict::accept();
         };
-        let flow = ip.flow();
-        let blocked_host = self.hosts.contains(&flow.src) || self.hosts.contains(&flow.dst);
-        // Later fragments carry no ports (0 here); with --queue-balance and flow
-        // affinity by addresses they stay in order behind their first fragment.
-        let blocked_port = flow.dst_port != 0 && self.ports.contains(&flow.dst_port);
+        let blocked_host = self.hosts.contains(&ip.src()) || self.hosts.contains(&ip.dst());
+        // Later fragments carry no ports; with flow affinity by addresses they
+        // stay in order behind their first fragment.
+        let dst_port = ip.transport().and_then(|t| t.dst_port());
+        let blocked_port = dst_port.is_some_and(|port| self.ports.contains(&port));
         if blocked_host || blocked_port {
             Verdict::drop()
         } else {

@@ -1,0 +1,235 @@
+//! `nfq-dump`: binds one or more queues and prints one line per packet (or a
+//! JSON object per line), giving each a verdict by simple policy flags. Ctrl-C
+//! (or `--count`) ends it with full statistics: this program's and the kernel's.
+//!
+//! ```text
+//! iptables -A INPUT -j NFQUEUE --queue-balance 0:1
+//! nfq-dump --drop-port 23 --mark 0x10 0 1
+//! nfq-dump --json --count 100 0:1
+//! ```
+
+use clap::Parser;
+use nfqueue_core::net;
+use nfqueue_core::{CopyMode, Packet, Queue, QueueConfig, QueueFlags, Verdict, MAX_COPY_RANGE};
+use nfqueue_examples::stop_on_signals;
+use serde_json::json;
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+/// Print and judge the packets of NFQUEUE queues.
+#[derive(Debug, Parser)]
+#[command(name = "nfq-dump", version)]
+struct Args {
+    /// Queue numbers to bind: `N` or a range `FIRST:LAST` (as --queue-balance).
+    #[arg(required = true, value_parser = parse_queues)]
+    queues: Vec<(u16, u16)>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Drop packets to this destination port (TCP, UDP); repeatable.
+    #[arg(long = "drop-port", value_name = "PORT")]
+    drop_ports: Vec<u16>,
+    /// Drop packets from or to this address; repeatable.
+    #[arg(long = "drop-host", value_name = "ADDR")]
+    drop_hosts: Vec<IpAddr>,
+    /// Set this mark on every accepted packet (decimal or 0x hex).
+    #[arg(long, value_parser = parse_u32)]
+    mark: Option<u32>,
+    /// Accept everything, whatever the drop flags say.
+    #[arg(long)]
+    accept_all: bool,
+    /// Stop after this many packets.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Bytes of each packet to copy (at most 65531).
+    #[arg(long, default_value_t = MAX_COPY_RANGE)]
+    copy_range: u32,
+    /// Most packets waiting in each queue before the kernel drops (or, with
+    /// --fail-open, accepts) new ones.
+    #[arg(long)]
+    max_len: Option<u32>,
+    /// Accept packets instead of dropping them when a queue is full.
+    #[arg(long)]
+    fail_open: bool,
+    /// Receive GSO super-packets whole.
+    #[arg(long)]
+    gso: bool,
+    /// Show the uid and gid of local senders.
+    #[arg(long)]
+    uid_gid: bool,
+}
+
+fn parse_queues(spec: &str) -> Result<(u16, u16), String> {
+    let number = |s: &str| s.parse::<u16>().map_err(|e| format!("{s:?}: {e}"));
+    let (first, last) = match spec.split_once(':') {
+        Some((first, last)) => (number(first)?, number(last)?),
+        None => (number(spec)?, number(spec)?),
+    };
+    if first > last {
+        return Err(format!("{spec}: the range is empty"));
+    }
+    Ok((first, last))
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// The verdict policy of the command line.
+struct Policy {
+    ports: HashSet<u16>,
+    hosts: HashSet<IpAddr>,
+    mark: Option<u32>,
+    accept_all: bool,
+}
+
+impl Policy {
+    fn verdict(&self, packet: &Packet<'_>) -> Verdict<'static> {
+        let ip = net::parse(packet.payload()).ok();
+        // Ports of TCP and UDP only (the flow tuple puts ICMP echo ids
+        // there), and none in later fragments.
+        let dst_port = ip.and_then(|ip| ip.transport()).and_then(|t| t.dst_port());
+        let blocked = !self.accept_all
+            && ip.is_some_and(|ip| {
+                self.hosts.contains(&ip.src())
+                    || self.hosts.contains(&ip.dst())
+                    || dst_port.is_some_and(|port| self.ports.contains(&port))
+            });
+        match (blocked, self.mark) {
+            (true, _) => Verdict::drop(),
+            (false, Some(mark)) => Verdict::accept().with_mark(mark),
+            (false, None) => Verdict::accept(),
+        }
+    }
+}
+
+/// The JSON form of a packet and its verdict.
+fn to_json(packet: &Packet<'_>, verdict: &Verdict<'_>) -> serde_json::Value {
+    let ip = net::parse(packet.payload()).ok();
+    let transport = ip.and_then(|ip| ip.transport());
+    let time = packet
+        .timestamp()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    json!({
+        "queue": packet.queue(),
+        "id": packet.id(),
+        "time": time,
+        "hook": packet.hook().to_string(),
+        "indev": packet.indev_name().map(|n| n.to_string()),
+        "outdev": packet.outdev_name().map(|n| n.to_string()),
+        "hw_protocol": packet.hw_protocol(),
+        "hw_addr": packet.hw_addr().map(|a| a.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
+        "protocol": ip.map(|ip| ip.protocol()),
+        "src": ip.map(|ip| ip.src().to_string()),
+        "dst": ip.map(|ip| ip.dst().to_string()),
+        "src_port": transport.and_then(|t| t.src_port()),
+        "dst_port": transport.and_then(|t| t.dst_port()),
+        "fragment": ip.and_then(|ip| ip.fragment()).map(|f| json!({"id": f.id, "offset": f.offset, "more": f.more})),
+        "len": packet.original_len(),
+        "copied": packet.payload().len(),
+        "mark": packet.mark(),
+        "uid": packet.uid(),
+        "gid": packet.gid(),
+        "verdict": format!("{:?}", verdict.kind()).to_lowercase(),
+        "verdict_mark": verdict.mark(),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nfq-dump: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut flags = QueueFlags::empty();
+    flags.set(QueueFlags::FAIL_OPEN, args.fail_open);
+    flags.set(QueueFlags::GSO, args.gso);
+    flags.set(QueueFlags::UID_GID, args.uid_gid);
+    let mut config = QueueConfig::default()
+        .copy_mode(CopyMode::Packet(args.copy_range))
+        .flags(flags);
+    config.max_len = args.max_len;
+
+    // One socket binds every queue: the lines come out in the order the
+    // packets arrive.
+    let mut queue = Queue::open()?;
+    stop_on_signals(queue.stop_handle())?;
+    let numbers: Vec<u16> = args
+        .queues
+        .iter()
+        .flat_map(|&(first, last)| first..=last)
+        .collect();
+    for &number in &numbers {
+        queue.bind(number, &config)?;
+    }
+    // Room for bursts; forced when privileged.
+    queue.set_recv_buffer_size(8 << 20)?;
+    eprintln!("nfq-dump: queues {numbers:?}; Ctrl-C stops");
+
+    let policy = Policy {
+        ports: args.drop_ports.into_iter().collect(),
+        hosts: args.drop_hosts.into_iter().collect(),
+        mark: args.mark,
+        accept_all: args.accept_all,
+    };
+    let stop = queue.stop_handle();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut seen = 0u64;
+    let mut write_error = None;
+    queue.run(|packet| {
+        let verdict = policy.verdict(&packet);
+        let written = if args.json {
+            writeln!(out, "{}", to_json(&packet, &verdict))
+        } else {
+            writeln!(out, "{packet} -> {}", describe(&verdict))
+        };
+        if let Err(err) = packet.verdict(&verdict) {
+            eprintln!("nfq-dump: verdict failed: {err}");
+        }
+        seen += 1;
+        // Flush per packet so a pipe sees lines as they come.
+        if let Err(err) = written.and_then(|()| out.flush()) {
+            write_error.get_or_insert(err);
+            stop.stop();
+        }
+        if args.count.is_some_and(|count| seen >= count) {
+            stop.stop();
+        }
+    })?;
+    drop(out);
+    if let Some(err) = write_error {
+        if err.kind() != io::ErrorKind::BrokenPipe {
+            return Err(err.into());
+        }
+    }
+
+    eprintln!("nfq-dump: {seen} packets; {:?}", queue.stats());
+    for number in numbers {
+        if let Some(stats) = queue.kernel_stats(number)? {
+            eprintln!("nfq-dump: kernel, queue {number}: {stats:?}");
+        }
+    }
+    Ok(())
+}
+
+fn describe(verdict: &Verdict<'_>) -> String {
+    let kind = format!("{:?}", verdict.kind()).to_lowercase();
+    match verdict.mark() {
+        Some(mark) => format!("{kind} mark {mark:#x}"),
+        None => kind,
+    }
+}
