@@ -49,6 +49,24 @@ pub fn queue_number_arg(args: &[String], usage: &str) -> u16 {
     }
 }
 
+/// Every value given after `--name` in `args` (the option may repeat), parsed;
+/// exits on a bad value.
+pub fn option_args<T: std::str::FromStr>(args: &[String], name: &str) -> Vec<T> {
+    let mut values = Vec::new();
+    let mut rest = args;
+    while let Some(at) = rest.iter().position(|a| a == name) {
+        match rest.get(at + 1).map(|v| v.parse::<T>()) {
+            Some(Ok(value)) => values.push(value),
+            _ => {
+                eprintln!("{name} needs a valid value");
+                std::process::exit(2);
+            }
+        }
+        rest = &rest[at + 2..];
+    }
+    values
+}
+
 /// The value after `--name` in `args`, parsed, if present; exits on a bad value.
 pub fn option_arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     let at = args.iter().position(|a| a == name)?;
