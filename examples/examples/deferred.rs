@@ -18,7 +18,8 @@
 //! many packets and answering out of order has a cost.
 
 use nfqueue_core::{OwnedPacket, Packet, PendingVerdict, Queue, QueueConfig};
-use nfqueue_examples::{option_arg, queue_number_arg, stop_on_signals};
+use nfqueue_examples::{option_arg, queue_number_arg, report, stop_on_signals};
+use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
@@ -29,7 +30,11 @@ const USAGE: &str = "deferred [--group N] QUEUE_NUM";
 /// traffic does not hold packets back for ever.
 const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, USAGE);
     let group_size: usize = option_arg(&args, "--group").unwrap_or(4).max(1);

@@ -12,7 +12,8 @@
 //! packet whole whatever the copy range.
 
 use nfqueue_core::{CopyMode, Queue, QueueConfig};
-use nfqueue_examples::{option_args, queue_number_arg, stop_on_signals};
+use nfqueue_examples::{option_args, queue_number_arg, report, stop_on_signals};
+use std::process::ExitCode;
 
 const USAGE: &str = "drop_by_port --port P [--port P2 ...] QUEUE_NUM";
 
@@ -20,7 +21,11 @@ const USAGE: &str = "drop_by_port --port P [--port P2 ...] QUEUE_NUM";
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, USAGE);
     let ports: Vec<u16> = option_args(&args, "--port");

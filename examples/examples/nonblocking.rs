@@ -12,14 +12,19 @@
 //! reactor that can watch a file descriptor (mio, tokio's `AsyncFd`, glib, ...).
 
 use nfqueue_core::{Queue, QueueConfig};
-use nfqueue_examples::{queue_number_arg, stop_on_signals};
+use nfqueue_examples::{queue_number_arg, report, stop_on_signals};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::process::ExitCode;
 
 /// How often the loop looks at the stop handle, which has no descriptor to poll.
 const STOP_CHECK_MS: libc::c_int = 200;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, "nonblocking QUEUE_NUM");
 

@@ -14,11 +14,16 @@
 //! `packet.set_mark(7); packet.accept()` is `Verdict::accept().with_mark(7)`.
 
 use nfqueue_core::{Queue, QueueConfig, Verdict};
-use nfqueue_examples::{option_arg, queue_number_arg, stop_on_signals};
+use nfqueue_examples::{option_arg, queue_number_arg, report, stop_on_signals};
+use std::process::ExitCode;
 
 const USAGE: &str = "set_mark --mark M QUEUE_NUM   (M decimal or 0x hex)";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, USAGE);
     let Some(mark) = option_arg::<String>(&args, "--mark").and_then(|m| parse_mark(&m)) else {

@@ -2,8 +2,26 @@
 //! dependency, and stopping a queue on SIGINT/SIGTERM.
 
 use nfqueue_core::StopHandle;
+use std::error::Error;
 use std::io;
+use std::process::ExitCode;
 use std::thread;
+
+/// Ends an example: on error, prints the error's message and its causes (which
+/// say what to do, unlike the `Debug` form `main` would print) and fails.
+pub fn report(result: Result<(), Box<dyn Error>>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    eprint!("error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        eprint!(": {cause}");
+        source = cause.source();
+    }
+    eprintln!();
+    ExitCode::FAILURE
+}
 
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns later)
 /// and starts a thread that waits for them and calls `stop`.
