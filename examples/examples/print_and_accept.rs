@@ -7,9 +7,14 @@
 //! ```
 
 use nfqueue_core::{Queue, QueueConfig, QueueFlags};
-use nfqueue_examples::{option_arg, queue_number_arg, stop_on_signals};
+use nfqueue_examples::{option_arg, queue_number_arg, report, stop_on_signals};
+use std::process::ExitCode;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, "print_and_accept [--count N] QUEUE_NUM");
     let count: Option<u64> = option_arg(&args, "--count");

@@ -2,8 +2,26 @@
 //! dependency, and stopping a queue on SIGINT/SIGTERM.
 
 use nfqueue_core::StopHandle;
+use std::error::Error;
 use std::io;
+use std::process::ExitCode;
 use std::thread;
+
+/// Ends an example: on error, prints the error's message and its causes (which
+/// say what to do, unlike the `Debug` form `main` would print) and fails.
+pub fn report(result: Result<(), Box<dyn Error>>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    eprint!("error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        eprint!(": {cause}");
+        source = cause.source();
+    }
+    eprintln!();
+    ExitCode::FAILURE
+}
 
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns later)
 /// and starts a thread that waits for them and calls `stop`.
@@ -47,6 +65,24 @@ pub fn queue_number_arg(args: &[String], usage: &str) -> u16 {
             std::process::exit(2);
         }
     }
+}
+
+/// Every value given after `--name` in `args` (the option may repeat), parsed;
+/// exits on a bad value.
+pub fn option_args<T: std::str::FromStr>(args: &[String], name: &str) -> Vec<T> {
+    let mut values = Vec::new();
+    let mut rest = args;
+    while let Some(at) = rest.iter().position(|a| a == name) {
+        match rest.get(at + 1).map(|v| v.parse::<T>()) {
+            Some(Ok(value)) => values.push(value),
+            _ => {
+                eprintln!("{name} needs a valid value");
+                std::process::exit(2);
+            }
+        }
+        rest = &rest[at + 2..];
+    }
+    values
 }
 
 /// The value after `--name` in `args`, parsed, if present; exits on a bad value.

@@ -1,0 +1,87 @@
+//! Drives a queue from a `poll(2)` event loop that also watches standard input:
+//! the use case of the Python package's `run(block=False)` and `run_socket()`,
+//! where the queue is one source of events among others.
+//!
+//! ```text
+//! iptables -A OUTPUT -p udp --dport 9999 -j NFQUEUE --queue-num 0
+//! nonblocking 0          # press Enter to print the counters
+//! ```
+//!
+//! When the queue's descriptor is readable, [`Queue::run_nonblocking`] handles
+//! every packet waiting and returns without blocking. The same pattern fits any
+//! reactor that can watch a file descriptor (mio, tokio's `AsyncFd`, glib, ...).
+
+use nfqueue_core::{Queue, QueueConfig};
+use nfqueue_examples::{queue_number_arg, report, stop_on_signals};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+
+/// How often the loop looks at the stop handle, which has no descriptor to poll.
+const STOP_CHECK_MS: libc::c_int = 200;
+
+fn main() -> ExitCode {
+    report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let queue_num = queue_number_arg(&args, "nonblocking QUEUE_NUM");
+
+    let mut queue = Queue::open()?;
+    let stop = queue.stop_handle();
+    stop_on_signals(stop.clone())?;
+    queue.bind(queue_num, &QueueConfig::default())?;
+    eprintln!("bound queue {queue_num}; Enter prints the counters, Ctrl-C stops");
+
+    let mut fds = [
+        libc::pollfd {
+            fd: queue.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let mut handled = 0usize;
+    while !stop.is_stopped() {
+        // SAFETY: `fds` is an array of two initialised pollfds that outlives the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, STOP_CHECK_MS) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err.into());
+        }
+        if fds[0].revents != 0 {
+            handled += queue.run_nonblocking(|packet| {
+                println!("#{} {} bytes", packet.id(), packet.payload().len());
+                if let Err(err) = packet.accept() {
+                    eprintln!("accept failed: {err}");
+                }
+            })?;
+        }
+        if fds[1].revents != 0 {
+            let mut line = [0u8; 256];
+            match io::stdin().read(&mut line) {
+                // End of input (or an unreadable stdin): stop watching it.
+                Ok(0) | Err(_) => fds[1].fd = -1,
+                Ok(_) => {
+                    eprintln!("{handled} handled; {:?}", queue.stats());
+                    match queue.kernel_stats(queue_num) {
+                        Ok(Some(kernel)) => eprintln!("kernel: {kernel:?}"),
+                        Ok(None) => eprintln!("kernel: queue {queue_num} is not bound"),
+                        // In a user namespace the /proc file belongs to the real root.
+                        Err(err) => eprintln!("kernel: {err}"),
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{handled} handled; {:?}", queue.stats());
+    Ok(())
+}
