@@ -31,19 +31,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut seen = 0u64;
     queue.run(|packet| {
         seen += 1;
-        let dev = |name: Option<nfqueue_core::InterfaceName>| {
-            name.map_or_else(|| "-".to_string(), |n| n.to_string())
-        };
-        println!(
-            "#{} {} in={} out={} {} mark={:#x} len={}",
-            packet.id(),
-            packet.hook(),
-            dev(packet.indev_name()),
-            dev(packet.outdev_name()),
-            format_args!("{} bytes of payload", packet.payload().len()),
-            packet.mark(),
-            packet.original_len(),
-        );
+        // Time, hook, interfaces, protocol, addresses and ports, length, mark.
+        println!("{packet}");
         if let Err(err) = packet.accept() {
             eprintln!("accept failed: {err}");
         }
