@@ -17,9 +17,6 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
-/// How often the loop looks at the stop handle, which has no descriptor to poll.
-const STOP_CHECK_MS: libc::c_int = 200;
-
 fn main() -> ExitCode {
     report(run())
 }
@@ -45,11 +42,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             events: libc::POLLIN,
             revents: 0,
         },
+        // The stop handle's eventfd turns readable when a signal stops us.
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     let mut handled = 0usize;
     while !stop.is_stopped() {
-        // SAFETY: `fds` is an array of two initialised pollfds that outlives the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, STOP_CHECK_MS) };
+        // SAFETY: `fds` is an array of initialised pollfds that outlives the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if ready < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -59,7 +62,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         if fds[0].revents != 0 {
             handled += queue.run_nonblocking(|packet| {
-                println!("#{} {} bytes", packet.id(), packet.payload().len());
+                println!("{packet}");
                 if let Err(err) = packet.accept() {
                     eprintln!("accept failed: {err}");
                 }

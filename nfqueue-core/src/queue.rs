@@ -161,8 +161,14 @@ impl Queue {
                         queue,
                         owner_portid: stats.portid,
                     },
-                    _ => Error::PermissionDenied {
+                    Ok(_) => Error::PermissionDenied {
                         op: "binding a queue",
+                    },
+                    // Without the /proc line (unreadable from a user namespace
+                    // that does not own the network namespace) both are possible.
+                    Err(_) => Error::PermissionDenied {
+                        op: "binding a queue (unless another socket holds it: \
+                             /proc/net/netfilter/nfnetlink_queue could not be read to tell)",
                     },
                 });
             }
