@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: run the `print_and_accept` example on real traffic in a
-//! throwaway network namespace.
+//! `cargo xtask demo [nfq-dump|print_and_accept]`: run the `nfq-dump` example
+//! (default) or `print_and_accept` on real traffic in a throwaway network
+//! namespace.
 //!
 //! xtask re-runs itself as `__demo-inner` inside `unshare --net --pid --fork`. The
 //! namespace then lives exactly as long as the processes in it: when the inner
@@ -17,7 +18,15 @@ use std::time::{Duration, Instant};
 
 /// The hidden command that runs inside the namespace.
 pub const INNER: &str = "__demo-inner";
-const EXAMPLE: &str = "print_and_accept";
+/// The examples the demo can run, the first by default, with their arguments
+/// before the queue number.
+const EXAMPLES: [(&str, &[&str]); 2] = [
+    (
+        "nfq-dump",
+        &["--count", "1000", "--uid-gid", "--mark", "0x1"],
+    ),
+    ("print_and_accept", &["--count", "1000"]),
+];
 const PACKAGE: &str = "nfqueue-examples";
 const QUEUE: &str = "0";
 const UDP_PORT: u16 = 9999;
@@ -26,10 +35,18 @@ const TCP_PORT: u16 = 9998;
 const BUDGET: Duration = Duration::from_secs(20);
 
 pub fn run(args: &[String]) -> Result<u8> {
-    if let Some(arg) = args.first() {
-        return Err(format!("demo: unknown argument `{arg}`").into());
-    }
-    let example = build_example()?;
+    let name = match args {
+        [] => EXAMPLES[0].0,
+        [name] if EXAMPLES.iter().any(|(known, _)| known == name) => name.as_str(),
+        _ => {
+            return Err(format!(
+                "usage: cargo xtask demo [{}]",
+                EXAMPLES.map(|(name, _)| name).join("|")
+            )
+            .into())
+        }
+    };
+    let example = build_example(name)?;
     let mut unshare = cmd::program("unshare");
     if !cmd::is_root() {
         unshare.args(["--user", "--map-root-user"]);
@@ -38,6 +55,7 @@ pub fn run(args: &[String]) -> Result<u8> {
         .args(["--net", "--pid", "--fork", "--kill-child"])
         .arg(std::env::current_exe()?)
         .arg(INNER)
+        .arg(name)
         .arg(&example);
     let mut child = ChildGuard(cmd::spawn(&mut unshare)?);
     let deadline = Instant::now() + BUDGET + Duration::from_secs(5);
@@ -49,7 +67,7 @@ pub fn run(args: &[String]) -> Result<u8> {
 
 /// Builds the example with cargo and finds its executable in cargo's JSON output, so
 /// it does not matter whether it is an `[[example]]` or a `[[bin]]`.
-fn build_example() -> Result<std::path::PathBuf> {
+fn build_example(name: &str) -> Result<std::path::PathBuf> {
     let mut build = cmd::cargo();
     build.current_dir(cmd::workspace_root()).args([
         "build",
@@ -60,40 +78,41 @@ fn build_example() -> Result<std::path::PathBuf> {
     ]);
     cmd::cargo_artifacts(&mut build)?
         .into_iter()
-        .find(|a| a.name == EXAMPLE)
+        .find(|a| a.name == name)
         .map(|a| a.executable)
         .ok_or_else(|| {
-            format!(
-                "demo: the example `{EXAMPLE}` was not found in package {PACKAGE} \
-                 (expected examples/examples/{EXAMPLE}.rs or a [[bin]] of that name)"
-            )
-            .into()
+            format!("demo: the example `{name}` was not found in package {PACKAGE}").into()
         })
 }
 
 /// Inside the namespace: set up rules, start the example, send traffic, stop it.
 pub fn inner(args: &[String]) -> Result<u8> {
-    let [example] = args else {
-        return Err(format!("usage: xtask {INNER} <example binary>").into());
+    let [name, example] = args else {
+        return Err(format!("usage: xtask {INNER} <example name> <example binary>").into());
     };
+    let name = name.as_str();
+    let example_args = EXAMPLES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, args)| *args)
+        .ok_or_else(|| format!("demo: unknown example `{name}`"))?;
     let deadline = Instant::now() + BUDGET;
     setup()?;
 
     let mut example = Command::new(example);
-    example
-        .args(["--count", "1000", QUEUE])
-        .stdout(Stdio::piped());
+    example.args(example_args).arg(QUEUE).stdout(Stdio::piped());
     let mut child = ChildGuard(cmd::spawn(&mut example)?);
     let stdout = child.0.stdout.take().expect("stdout is piped");
     let lines = Arc::new(AtomicUsize::new(0));
     let printer = thread::spawn({
         let lines = Arc::clone(&lines);
+        let name = name.to_string();
         move || {
             for line in BufReader::new(stdout)
                 .lines()
                 .map_while(std::result::Result::ok)
             {
-                println!("  [{EXAMPLE}] {line}");
+                println!("  [{name}] {line}");
                 lines.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -116,7 +135,7 @@ pub fn inner(args: &[String]) -> Result<u8> {
     }
     let status = status.ok_or("demo: the example did not exit after SIGTERM")?;
     println!(
-        "demo: {EXAMPLE} printed {lines} lines for {sent} packets expected at least, exited with {status}"
+        "demo: {name} printed {lines} lines for {sent} packets expected at least, exited with {status}"
     );
     if !status.success() {
         return Ok(cmd::exit_code(status));
@@ -161,12 +180,12 @@ fn wait_for_bind(child: &mut ChildGuard, lines: &AtomicUsize, deadline: Instant)
     while lines.load(Ordering::SeqCst) == 0 {
         if let Some(status) = child.0.try_wait()? {
             return Err(
-                format!("demo: {EXAMPLE} exited before binding queue {QUEUE}: {status}").into(),
+                format!("demo: the example exited before binding queue {QUEUE}: {status}").into(),
             );
         }
         if Instant::now() > bound {
             return Err(format!(
-                "demo: {EXAMPLE} printed nothing within 5s: did it bind queue {QUEUE}?"
+                "demo: the example printed nothing within 5s: did it bind queue {QUEUE}?"
             )
             .into());
         }
@@ -174,7 +193,7 @@ fn wait_for_bind(child: &mut ChildGuard, lines: &AtomicUsize, deadline: Instant)
         probes += 1;
         thread::sleep(Duration::from_millis(100));
     }
-    println!("demo: {EXAMPLE} is receiving (after {probes} probe datagrams)");
+    println!("demo: the example is receiving (after {probes} probe datagrams)");
     Ok(1)
 }
 
