@@ -61,8 +61,3 @@ pub use stats::{QueueStats, Stats};
 pub use stop::StopHandle;
 pub use verdict::{Verdict, VerdictKind, MAX_PAYLOAD};
 pub use view::{Hook, PacketView, SkbInfo, Vlan};
-
-/// The README's examples, compiled as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -50,3 +50,9 @@ pub use dispatcher::Dispatcher;
 pub use nfqueue_core::*;
 pub use stats::{DispatchStats, KernelStats};
 pub use worker::{Handler, PanicHandler, PanicReport};
+
+/// The README's examples, compiled as doctests (here, where both crates are in
+/// reach).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
