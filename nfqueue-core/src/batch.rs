@@ -76,11 +76,7 @@ impl VerdictBatch {
         kind: VerdictKind,
         mark: Option<u32>,
     ) -> Result<()> {
-        let mut verdict = Verdict::new(kind);
-        if let Some(mark) = mark {
-            verdict = verdict.with_mark(mark);
-        }
-        let header = verdict::encode(queue, id, &verdict, true)?;
+        let header = verdict::encode_batch(queue, id, kind, mark)?;
         self.entries.push(Entry {
             header,
             payload: None,

@@ -73,11 +73,7 @@ impl VerdictHandle {
         kind: VerdictKind,
         mark: Option<u32>,
     ) -> Result<()> {
-        let mut verdict = Verdict::new(kind);
-        if let Some(mark) = mark {
-            verdict = verdict.with_mark(mark);
-        }
-        let header = verdict::encode(queue, id, &verdict, true)?;
+        let header = verdict::encode_batch(queue, id, kind, mark)?;
         let result = self.shared.socket.send(&[IoSlice::new(header.as_bytes())]);
         self.count(result, &self.shared.counters.batch_verdicts)
     }

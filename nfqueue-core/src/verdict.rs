@@ -180,6 +180,22 @@ impl EncodedHeader {
     }
 }
 
+/// Encodes a batch verdict: `kind` and, optionally, `mark` for every packet of
+/// `queue` up to `id`.
+pub(crate) fn encode_batch(
+    queue: u16,
+    id: u32,
+    kind: VerdictKind,
+    mark: Option<u32>,
+) -> Result<EncodedHeader> {
+    let verdict = Verdict {
+        kind,
+        mark,
+        payload: None,
+    };
+    encode(queue, id, &verdict, true)
+}
+
 /// Encodes a verdict (or, with `batch`, a batch verdict for every id up to
 /// `id`) for packet `id` of queue `queue`. The message's sequence number is the
 /// packet id, so an error the kernel reports later names the packet.
