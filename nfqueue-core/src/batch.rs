@@ -135,7 +135,7 @@ impl VerdictHandle {
                 bytes += size;
                 end += 1;
             }
-            result = self.shared.socket.send(&iov[..used]);
+            result = self.shared.send(&iov[..used]);
             calls += 1;
             if result.is_ok() {
                 for entry in &batch.entries[start..end] {

@@ -15,6 +15,14 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
 }
 
+impl Shared {
+    /// Sends one datagram, counting the system call.
+    pub(crate) fn send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
+        Counters::bump(&self.counters.send_calls);
+        self.socket.send(parts)
+    }
+}
+
 /// Sends verdicts by queue number and packet id on the socket that bound the
 /// queue (the kernel accepts them from no other). Cheap to clone; `Send` and
 /// `Sync`, so worker threads can give verdicts while another thread receives.
@@ -50,8 +58,8 @@ impl VerdictHandle {
     pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
         let header = verdict::encode(queue, id, verdict, false)?;
         let result = match verdict.payload() {
-            None => self.shared.socket.send(&[IoSlice::new(header.as_bytes())]),
-            Some(payload) => self.shared.socket.send(&[
+            None => self.shared.send(&[IoSlice::new(header.as_bytes())]),
+            Some(payload) => self.shared.send(&[
                 IoSlice::new(header.as_bytes()),
                 IoSlice::new(payload),
                 IoSlice::new(&PADDING[..header.padding]),
@@ -74,7 +82,7 @@ impl VerdictHandle {
         mark: Option<u32>,
     ) -> Result<()> {
         let header = verdict::encode_batch(queue, id, kind, mark)?;
-        let result = self.shared.socket.send(&[IoSlice::new(header.as_bytes())]);
+        let result = self.shared.send(&[IoSlice::new(header.as_bytes())]);
         self.count(result, &self.shared.counters.batch_verdicts)
     }
 

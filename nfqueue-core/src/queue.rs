@@ -497,6 +497,7 @@ impl Queue {
             return Ok(true);
         }
         loop {
+            Counters::bump(&self.handle.shared.counters.recv_calls);
             match self.handle.shared.socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) if len > self.buf.len() => {
                     Counters::bump(&self.handle.shared.counters.malformed);
@@ -616,6 +617,7 @@ impl Queue {
         self.filled = 0;
         let deadline = Instant::now() + ACK_TIMEOUT;
         loop {
+            Counters::bump(&self.handle.shared.counters.recv_calls);
             let len = match self.handle.shared.socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) => len.min(self.buf.len()),
                 Ok(None) => match self.wait_readable(Some(deadline)) {

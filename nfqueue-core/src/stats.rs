@@ -26,6 +26,10 @@ pub struct Stats {
     pub receive_overflows: u64,
     /// Malformed messages skipped.
     pub malformed: u64,
+    /// `recv` system calls made (including ones that found nothing).
+    pub recv_calls: u64,
+    /// `sendmsg` system calls made.
+    pub send_calls: u64,
 }
 
 /// Live counters behind [`Stats`], shared by a queue and its verdict handles.
@@ -39,6 +43,8 @@ pub(crate) struct Counters {
     pub(crate) failed_sends: AtomicU64,
     pub(crate) receive_overflows: AtomicU64,
     pub(crate) malformed: AtomicU64,
+    pub(crate) recv_calls: AtomicU64,
+    pub(crate) send_calls: AtomicU64,
 }
 
 impl Counters {
@@ -57,6 +63,8 @@ impl Counters {
             failed_sends: get(&self.failed_sends),
             receive_overflows: get(&self.receive_overflows),
             malformed: get(&self.malformed),
+            recv_calls: get(&self.recv_calls),
+            send_calls: get(&self.send_calls),
         }
     }
 }

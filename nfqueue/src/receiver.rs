@@ -75,6 +75,7 @@ impl ReceiveLoop {
         let mut pending: Option<(Job, Sender<Job>)> = None;
         let mut stopping = false;
         let mut failure = None;
+        let mut recv_calls_seen = 0;
 
         loop {
             let mut progress = false;
@@ -165,12 +166,17 @@ impl ReceiveLoop {
                 Counters::add(&counters.single_messages, flushed.single_messages);
             }
 
+            let recv_calls = handle.stats().recv_calls;
+            Counters::add(&counters.recv_calls, recv_calls - recv_calls_seen);
+            recv_calls_seen = recv_calls;
+
             if stopping && pending.is_none() && coalescer.is_empty() {
                 break;
             }
             if idle {
                 waker.prepare_to_sleep();
                 if done.is_empty() {
+                    Counters::add(&counters.polls, 1);
                     let watch_socket = !stopping && pending.is_none();
                     if wait(&queue, &waker, &stop, watch_socket, stopping)? && !stopping {
                         stopping = true;

@@ -34,6 +34,10 @@ pub struct DispatchStats {
     pub single_messages: u64,
     /// `sendmsg` calls made for verdicts.
     pub send_calls: u64,
+    /// `recv` calls made (including ones that found the socket empty).
+    pub recv_calls: u64,
+    /// Times a receive thread went to sleep in `poll`.
+    pub polls: u64,
     /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.
     pub receive_overflows: u64,
     /// Verdicts the kernel rejected, and malformed messages skipped.
@@ -87,6 +91,8 @@ counters!(
     batch_messages,
     single_messages,
     send_calls,
+    recv_calls,
+    polls,
     receive_overflows,
     receive_errors,
     backpressure_waits,
