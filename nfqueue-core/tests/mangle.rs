@@ -241,9 +241,21 @@ fn tcp_same_length_rewrite(h: &TwoHosts, v6: bool, repair: bool, len: usize) -> 
         .join()
         .unwrap()
         .unwrap_or_else(|e| panic!("sending to {dest}: {e}"));
+    accept_until_idle(&mut queue);
     assert!(rewritten_segments > 0);
     counters::assert_queue_drained(queue_num);
     sink.finish().unwrap()
+}
+
+/// Accepts what is still queued (the last ACKs of a closed connection) until
+/// nothing came for 300 ms.
+fn accept_until_idle(queue: &mut nfqueue_core::Queue) {
+    for _ in 0..1000 {
+        match queue.recv_timeout(Duration::from_millis(300)).unwrap() {
+            Some(packet) => packet.accept().unwrap(),
+            None => return,
+        }
+    }
 }
 
 fn tcp_same_length(v6: bool) {
