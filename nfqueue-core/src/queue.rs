@@ -25,6 +25,11 @@ use std::time::{Duration, Instant};
 /// L2 header), all well under this; a larger datagram is reported, not cut.
 pub const RECV_BUFFER_LEN: usize = 128 * 1024;
 
+/// Longest a blocking receive sleeps in the kernel before it looks at the stop
+/// handle again. Blocking in `recv` itself costs one system call per packet where
+/// a `poll` first would cost two; this bounds how late a stop is seen.
+const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long a configuration request waits for the kernel's answer. The kernel
 /// answers while handling the request; only a full receive buffer loses it.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,6 +116,7 @@ impl Queue {
     }
 
     fn with_socket(socket: NetlinkSocket) -> Result<Self> {
+        socket.set_recv_timeout(STOP_CHECK_INTERVAL)?;
         let shared = Shared {
             socket,
             counters: Counters::default(),
@@ -496,9 +502,12 @@ impl Queue {
             self.filled = stashed.len();
             return Ok(true);
         }
+        // A receive without deadline blocks in recv itself (bounded by the
+        // socket's receive timeout, so that a stop is seen); the others poll.
+        let blocking = matches!(wait, Wait::Until(None));
         loop {
             Counters::bump(&self.handle.shared.counters.recv_calls);
-            match self.handle.shared.socket.recv(&mut self.buf, true) {
+            match self.handle.shared.socket.recv(&mut self.buf, !blocking) {
                 Ok(Some(len)) if len > self.buf.len() => {
                     Counters::bump(&self.handle.shared.counters.malformed);
                     return Err(crate::message::MalformedError::DatagramTooLarge {
@@ -520,8 +529,10 @@ impl Queue {
             }
             match wait {
                 Wait::No => return Ok(false),
-                Wait::Until(deadline) => {
-                    if !self.wait_readable(deadline)? {
+                Wait::Until(None) if self.stop.is_stopped() => return Err(Error::Stopped),
+                Wait::Until(None) => {}
+                Wait::Until(Some(deadline)) => {
+                    if !self.wait_readable(Some(deadline))? {
                         return Ok(false);
                     }
                 }

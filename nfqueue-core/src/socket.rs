@@ -125,8 +125,8 @@ impl NetlinkSocket {
     }
 
     /// Receives one datagram into `buf`, returning its full length (which may be
-    /// more than `buf.len()` when it was cut), or `None` when `nonblocking` and
-    /// nothing is waiting.
+    /// more than `buf.len()` when it was cut), or `None` when nothing came:
+    /// at once when `nonblocking`, else when the receive timeout ran out.
     pub(crate) fn recv(&self, buf: &mut [u8], nonblocking: bool) -> Result<Option<usize>> {
         let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         loop {
@@ -138,7 +138,7 @@ impl NetlinkSocket {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) if nonblocking => return Ok(None),
+                Some(libc::EAGAIN) => return Ok(None),
                 Some(libc::ENOBUFS) => return Err(Error::ReceiveOverflow),
                 _ => {
                     return Err(Error::Sys {
@@ -174,6 +174,28 @@ impl NetlinkSocket {
                 return Err(Error::PermissionDenied { op });
             }
             return Err(Error::Sys { op, source });
+        }
+        Ok(())
+    }
+
+    /// Bounds how long a blocking receive waits (`SO_RCVTIMEO`).
+    pub(crate) fn set_recv_timeout(&self, timeout: std::time::Duration) -> Result<()> {
+        let value = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+        };
+        // SAFETY: the option value is a valid timeval of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&value as *const libc::timeval).cast(),
+                mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::last_os("setsockopt(SO_RCVTIMEO)"));
         }
         Ok(())
     }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 /// Stops the blocking receive calls and [`Queue::run`](crate::Queue::run) of the
 /// queue it was taken from. `Send + Sync + Clone`; [`stop`](Self::stop) only
 /// writes to an eventfd, so it is async-signal-safe and may be called from a
-/// signal handler. Once stopped, a queue stays stopped.
+/// signal handler. Once stopped, a queue stays stopped. A thread blocked in
+/// [`Queue::recv`](crate::Queue::recv) or `run` sees the stop within 100 ms
+/// (they sleep in `recv` itself, one system call per packet); `recv_timeout`
+/// and anything polling the eventfd see it at once.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
     inner: Arc<Inner>,
