@@ -44,11 +44,11 @@ impl VerdictHandle {
     /// Gives packet `id` of queue `queue` its verdict.
     ///
     /// # Errors
-    /// [`Error::PayloadTooLarge`] for a payload over
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) for a payload over
     /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes (nothing is sent: the packet
-    /// still waits for a verdict), or [`Error::Sys`] when the send fails. A stale
+    /// still waits for a verdict), or [`Error::Sys`](crate::Error::Sys) when the send fails. A stale
     /// id is not an error here: the kernel reports it later, as
-    /// [`Error::VerdictRejected`] from the receive call.
+    /// [`Error::VerdictRejected`](crate::Error::VerdictRejected) from the receive call.
     pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
         let header = verdict::encode(queue, id, verdict, false)?;
         let result = match verdict.payload() {
@@ -67,7 +67,7 @@ impl VerdictHandle {
     /// (`NFQNL_MSG_VERDICT_BATCH`): one message for an in-order run.
     ///
     /// # Errors
-    /// [`Error::Sys`] when the send fails.
+    /// [`Error::Sys`](crate::Error::Sys) when the send fails.
     pub fn batch_verdict(
         &self,
         queue: u16,
