@@ -150,7 +150,7 @@ pub enum Traffic {
 pub struct Scenario {
     pub name: &'static str,
     pub traffic: Traffic,
-    /// Consumer names (see [`consumer`]); the first is the baseline of the ratios.
+    /// Consumer names (see [`Programs::consumer`]); the first is the baseline of the ratios.
     pub consumers: &'static [&'static str],
     /// CPUs the consumer may use (the sender always runs on CPU 0).
     pub consumer_cpus: &'static str,
