@@ -3,6 +3,9 @@
 //! xtask depends on no library crate of the workspace: `prereqs` must be able to
 //! install the system libraries those crates need before they can build.
 
+mod bench;
+mod bench_measure;
+mod bench_report;
 mod cmd;
 mod demo;
 mod prereqs;
@@ -35,12 +38,19 @@ fn main() -> ExitCode {
         "demo" => prereqs::run().and_then(|()| demo::run(rest)),
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
+        "bench" => prereqs::run().and_then(|()| bench::run(rest)),
+        bench::INNER => bench::inner(rest),
         "help" | "-h" | "--help" => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", bench::USAGE);
             Ok(0)
         }
         other => {
-            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            eprint!(
+                "xtask: unknown command `{other}`
+
+{USAGE}{}",
+                bench::USAGE
+            );
             Ok(2)
         }
     };

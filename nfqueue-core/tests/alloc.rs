@@ -1,0 +1,160 @@
+//! The receive -> verdict path allocates nothing per packet: a counting global
+//! allocator watches this thread while packets are received and accepted, one
+//! verdict at a time and in batches, after a warm-up.
+
+use nfqueue_core::{Queue, QueueConfig, VerdictBatch, VerdictKind};
+use nfqueue_testkit::{cmd, traffic, Netns};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counts allocations made by threads that switched counting on.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; counting
+// touches only an atomic and a const-initialised thread-local (no allocation).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn count() {
+    if COUNTING.with(Cell::get) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Allocations made by this thread while `f` runs.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+const QUEUE: u16 = 7;
+/// Packets per measured pass: fewer than the kernel's default queue length.
+const PACKETS: usize = 500;
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+#[test]
+fn receive_and_verdict_allocate_nothing_per_packet() {
+    assert_eq!(
+        allocations_in(|| drop(std::hint::black_box(Box::new(1u64)))),
+        1,
+        "the counter sees this thread's allocations"
+    );
+    let ns = Netns::new();
+    ns.enter();
+    let udp = traffic::udp_pair_v4();
+    traffic::set_big_sndbuf(&udp.sender);
+    let port = udp.dest().port().to_string();
+    cmd::iptables([
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        &port,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        "7",
+    ]);
+    let mut queue = Queue::open().unwrap();
+    queue.bind(QUEUE, &QueueConfig::default()).unwrap();
+    queue.set_recv_buffer_size(4 << 20).unwrap();
+    let send = |n: usize| {
+        for i in 0..n {
+            udp.sender
+                .send_to(&traffic::pattern(64 + i % 512), udp.dest())
+                .unwrap();
+        }
+    };
+    let mut failures = 0u32;
+
+    // Warm-up: whatever is set up lazily is set up now.
+    send(PACKETS);
+    for _ in 0..PACKETS {
+        let packet = queue.recv_timeout(TIMEOUT).unwrap().expect("a packet");
+        packet.accept().unwrap();
+    }
+
+    send(PACKETS);
+    let one_by_one = allocations_in(|| {
+        for _ in 0..PACKETS {
+            match queue.recv_timeout(TIMEOUT) {
+                Ok(Some(packet)) => failures += u32::from(packet.accept().is_err()),
+                _ => failures += 1,
+            }
+        }
+    });
+    assert_eq!(failures, 0, "every packet came and was accepted");
+    assert_eq!(
+        one_by_one, 0,
+        "recv + accept of {PACKETS} packets allocated {one_by_one} times"
+    );
+
+    // Batches: detach, then one VerdictBatch (reused) per 50 packets.
+    let handle = queue.verdict_handle();
+    let mut batch = VerdictBatch::new();
+    let mut batched = |queue: &mut Queue, failures: &mut u32| {
+        for _ in 0..PACKETS / 50 {
+            let mut last = None;
+            for _ in 0..50 {
+                match queue.recv_timeout(TIMEOUT) {
+                    Ok(Some(packet)) => last = Some(packet.detach().id()),
+                    _ => *failures += 1,
+                }
+            }
+            if let Some(id) = last {
+                *failures += u32::from(
+                    batch
+                        .push_up_to(QUEUE, id, VerdictKind::Accept, None)
+                        .is_err(),
+                );
+                *failures += u32::from(handle.send_all(&mut batch).is_err());
+            }
+        }
+    };
+    send(PACKETS);
+    batched(&mut queue, &mut failures); // warm-up of the batch's storage
+    send(PACKETS);
+    let in_batches = allocations_in(|| batched(&mut queue, &mut failures));
+    assert_eq!(failures, 0, "every packet came and every batch was sent");
+    assert_eq!(
+        in_batches, 0,
+        "recv + batch verdicts of {PACKETS} packets allocated {in_batches} times"
+    );
+}

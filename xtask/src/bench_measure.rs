@@ -1,0 +1,505 @@
+//! One benchmark measurement inside the namespace, and the soak run: start a
+//! consumer, wait until it bound the queue, read the counters, make traffic,
+//! read them again, stop the consumer.
+
+use crate::bench::{Consumer, Options, Programs, Scenario, Traffic};
+use crate::cmd::{self, ChildGuard, Result};
+use std::fs;
+use std::io::Read;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const QUEUE: &str = "0";
+/// Sent over loopback, and dropped by a raw PREROUTING rule when it comes back
+/// in: no listener, no ICMP errors, no sink process.
+const UDP_DST: &str = "127.0.0.1";
+const UDP_PORT: &str = "9";
+const TCP_PORT: &str = "5201";
+/// The CPU of the traffic source; consumers get the other one.
+const SENDER_CPU: &str = "0";
+/// How long a consumer may take to bind its queue, and to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The numbers of one run of one consumer.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub consumer: String,
+    pub round: usize,
+    /// Length of the measured window (while traffic ran).
+    pub secs: f64,
+    /// Packets the source sent (UDP) in that window.
+    pub sent: u64,
+    /// Packets counted by the rule after the queue.
+    pub accepted: u64,
+    /// Bytes counted by the rule after the queue.
+    pub accepted_bytes: u64,
+    /// The consumer's own count (printed on exit), whole run.
+    pub consumer_count: u64,
+    /// user+system time of the consumer process (all threads) in the window.
+    pub proc_cpu: f64,
+    /// Busy time (all but idle and iowait) of the consumer's CPUs in the window:
+    /// includes the kworkers and softirqs that run there on its behalf.
+    pub cpus_busy: f64,
+    /// The kernel's drops: queue full, and socket (receive buffer) full.
+    pub queue_full: u64,
+    pub user_drops: u64,
+    /// iperf3's received bits per second (TCP scenarios).
+    pub tcp_bps: Option<f64>,
+}
+
+impl Sample {
+    pub fn accepted_pps(&self) -> f64 {
+        self.accepted as f64 / self.secs
+    }
+
+    pub fn offered_pps(&self) -> f64 {
+        self.sent as f64 / self.secs
+    }
+
+    /// Accepted packets per CPU-second of the consumer: its CPUs' busy time when
+    /// it has them to itself (that counts the kernel's work on its behalf),
+    /// else its own CPU time.
+    pub fn pps_per_cpu(&self, exclusive_cpus: bool) -> f64 {
+        let cpu = if exclusive_cpus {
+            self.cpus_busy.max(self.proc_cpu)
+        } else {
+            self.proc_cpu
+        };
+        if cpu > 0.0 {
+            self.accepted as f64 / cpu
+        } else {
+            0.0
+        }
+    }
+
+    /// The number compared between consumers: accepted pps, or Gbit/s for TCP.
+    pub fn metric(&self, traffic: Traffic) -> f64 {
+        match traffic {
+            Traffic::Udp(_) => self.accepted_pps(),
+            Traffic::Tcp { .. } => self.tcp_bps.unwrap_or(0.0) / 1e9,
+        }
+    }
+
+    pub fn summary(&self, traffic: Traffic) -> String {
+        let main = match traffic {
+            Traffic::Udp(_) => format!(
+                "{:.0} pps accepted of {:.0} offered",
+                self.accepted_pps(),
+                self.offered_pps()
+            ),
+            Traffic::Tcp { .. } => format!(
+                "{:.2} Gbit/s, {:.0} queued pps",
+                self.metric(traffic),
+                self.accepted_pps()
+            ),
+        };
+        format!(
+            "{main}; consumer cpu {:.2}s, its cpus busy {:.2}s of {:.2}s; drops: queue full {}, socket {}",
+            self.proc_cpu, self.cpus_busy, self.secs, self.queue_full, self.user_drops
+        )
+    }
+}
+
+/// The namespace's interfaces and rules. The NFQUEUE rules use the iptables
+/// target: nft's own `queue` statement needs CONFIG_NFT_QUEUE.
+pub fn setup() -> Result<()> {
+    let ip = |args: &[&str]| cmd::run_ok(cmd::program("ip").args(args));
+    ip(&["link", "set", "lo", "up"])?;
+    // At loopback's 64 KiB MTU every TCP segment is a whole GSO packet already;
+    // at 1500 the GSO setting of the queue decides whether it is segmented.
+    ip(&["link", "set", "lo", "mtu", "1500"])?;
+    for (proto, port) in [("udp", UDP_PORT), ("tcp", TCP_PORT)] {
+        let rule = ["-o", "lo", "-p", proto, "--dport", port];
+        cmd::run_ok(
+            cmd::program("iptables")
+                .args(["-t", "mangle", "-A", "OUTPUT"])
+                .args(rule)
+                .args(["-j", "NFQUEUE", "--queue-num", QUEUE]),
+        )?;
+        // filter OUTPUT runs after mangle OUTPUT: it sees only accepted packets.
+        cmd::run_ok(
+            cmd::program("iptables")
+                .args(["-t", "filter", "-A", "OUTPUT"])
+                .args(rule)
+                .args(["-j", "ACCEPT"]),
+        )?;
+    }
+    cmd::run_ok(cmd::program("iptables").args([
+        "-t",
+        "raw",
+        "-A",
+        "PREROUTING",
+        "-i",
+        "lo",
+        "-p",
+        "udp",
+        "--dport",
+        UDP_PORT,
+        "-j",
+        "DROP",
+    ]))
+}
+
+/// A started consumer: killed if still running when dropped.
+struct Running {
+    child: ChildGuard,
+}
+
+impl Running {
+    fn start(programs: &Programs, consumer: &Consumer, cpus: &str, gso: bool) -> Result<Self> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(programs.dir.join("..").join("consumers.log"))?;
+        let mut command = cmd::program("taskset");
+        command
+            .args(["-c", cpus])
+            .arg(&consumer.program)
+            .args(&consumer.args);
+        if gso && consumer.gso {
+            command.arg("--gso");
+        }
+        command
+            .arg(QUEUE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = ChildGuard(cmd::spawn(&mut command)?);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while queue_line()?.is_none() {
+            if let Some(status) = child.0.try_wait()? {
+                return Err(
+                    format!("bench: {} exited before binding: {status}", consumer.name).into(),
+                );
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("bench: {} did not bind queue {QUEUE} in 5s", consumer.name).into(),
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Running { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// SIGTERM, wait, and the packet count it printed.
+    fn stop(mut self, name: &str) -> Result<u64> {
+        cmd::terminate(&self.child.0);
+        let status = cmd::wait_until(&mut self.child.0, Instant::now() + STOP_TIMEOUT)?
+            .ok_or_else(|| format!("bench: {name} did not exit after SIGTERM"))?;
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.0.stdout.take() {
+            stdout.read_to_string(&mut out)?;
+        }
+        if !status.success() {
+            return Err(format!("bench: {name} exited with {status}").into());
+        }
+        out.trim()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("bench: {name} printed no packet count: {out:?}").into())
+    }
+}
+
+/// Counters read before and after the traffic.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    packets: u64,
+    bytes: u64,
+    proc_cpu: f64,
+    cpus_busy: f64,
+}
+
+fn snapshot(pid: u32, cpus: &[usize], traffic: Traffic) -> Result<Snapshot> {
+    let (packets, bytes) = accept_counter(traffic)?;
+    Ok(Snapshot {
+        at: Instant::now(),
+        packets,
+        bytes,
+        proc_cpu: process_cpu(pid)?,
+        cpus_busy: cpus_busy(cpus)?,
+    })
+}
+
+/// Measures one consumer once.
+pub fn one(
+    programs: &Programs,
+    scenario: &Scenario,
+    consumer: &Consumer,
+    opts: &Options,
+) -> Result<Sample> {
+    let secs = opts.secs;
+    let gso = matches!(scenario.traffic, Traffic::Tcp { gso: true });
+    let running = Running::start(programs, consumer, scenario.consumer_cpus, gso)?;
+    let cpus = parse_cpus(scenario.consumer_cpus);
+    let pid = running.pid();
+    let before = snapshot(pid, &cpus, scenario.traffic)?;
+    let (sent, tcp_bps) = match scenario.traffic {
+        Traffic::Udp(size) => {
+            // In the heavy scenario the consumer may use CPU 0 too: the sender
+            // yields it to the workers.
+            let nice = scenario.consumer_cpus.contains(SENDER_CPU);
+            (
+                udp(programs, size, secs, None, nice, opts.segments)?.0,
+                None,
+            )
+        }
+        Traffic::Tcp { .. } => (0, Some(iperf3(secs)?)),
+    };
+    let after = snapshot(pid, &cpus, scenario.traffic)?;
+    let queue = queue_line()?.unwrap_or_default();
+    let consumer_count = running.stop(consumer.name)?;
+    Ok(Sample {
+        consumer: consumer.name.to_string(),
+        round: 0,
+        secs: after.at.duration_since(before.at).as_secs_f64(),
+        sent,
+        accepted: after.packets - before.packets,
+        accepted_bytes: after.bytes - before.bytes,
+        consumer_count,
+        proc_cpu: after.proc_cpu - before.proc_cpu,
+        cpus_busy: after.cpus_busy - before.cpus_busy,
+        queue_full: queue.queue_full,
+        user_drops: queue.user_drops,
+        tcp_bps,
+    })
+}
+
+/// Runs the UDP sender; returns packets sent and its seconds.
+fn udp(
+    programs: &Programs,
+    size: usize,
+    secs: f64,
+    max: Option<u64>,
+    nice: bool,
+    segments: u32,
+) -> Result<(u64, f64)> {
+    let mut command = cmd::program("taskset");
+    command.args(["-c", SENDER_CPU]);
+    if nice {
+        command.args(["nice", "-n", "19"]);
+    }
+    command.arg(programs.path("udp_sender")).args([
+        UDP_DST,
+        UDP_PORT,
+        &size.to_string(),
+        &secs.to_string(),
+    ]);
+    if let Some(max) = max {
+        command.arg(max.to_string());
+    }
+    let out = command
+        .env("UDP_SEGMENTS", segments.to_string())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (
+        out.status.success(),
+        words.next().map(str::parse),
+        words.next().map(str::parse),
+    ) {
+        (true, Some(Ok(sent)), Some(Ok(secs))) => Ok((sent, secs)),
+        _ => Err(format!("bench: udp_sender failed ({}): {text}", out.status).into()),
+    }
+}
+
+/// Runs iperf3 server and client on the sender's CPU; returns the received bits
+/// per second.
+fn iperf3(secs: f64) -> Result<f64> {
+    let mut server = cmd::program("taskset");
+    server
+        .args(["-c", SENDER_CPU, "iperf3", "-s", "-1", "-p", TCP_PORT])
+        .stdout(Stdio::null());
+    let mut server = ChildGuard(server.spawn()?);
+    thread::sleep(Duration::from_millis(300));
+    let seconds = (secs.ceil() as u64).max(1).to_string();
+    let mut client = cmd::program("taskset");
+    client.args([
+        "-c",
+        SENDER_CPU,
+        "iperf3",
+        "-c",
+        "127.0.0.1",
+        "-p",
+        TCP_PORT,
+        "-t",
+        &seconds,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ]);
+    let mut client = ChildGuard(client.stdout(Stdio::piped()).spawn()?);
+    let mut json = String::new();
+    client
+        .0
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut json)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs + 10.0);
+    let status = cmd::wait_until(&mut client.0, deadline)?.ok_or("bench: iperf3 client hung")?;
+    let _ = cmd::wait_until(&mut server.0, Instant::now() + Duration::from_secs(3));
+    if !status.success() {
+        return Err(format!("bench: iperf3 client failed: {status}: {json}").into());
+    }
+    json_number_after(&json, "\"sum_received\"", "\"bits_per_second\"")
+        .ok_or_else(|| format!("bench: no sum_received in iperf3's output: {json}").into())
+}
+
+/// The first number after `key` that follows `section` in iperf3's JSON.
+fn json_number_after(json: &str, section: &str, key: &str) -> Option<f64> {
+    let rest = &json[json.find(section)?..];
+    let rest = &rest[rest.find(key)? + key.len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || ".eE+-".contains(c)))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Packets and bytes of the counting rule in filter OUTPUT.
+fn accept_counter(traffic: Traffic) -> Result<(u64, u64)> {
+    let port = match traffic {
+        Traffic::Udp(_) => format!("dpt:{UDP_PORT}"),
+        Traffic::Tcp { .. } => format!("dpt:{TCP_PORT}"),
+    };
+    let out = cmd::program("iptables")
+        .args(["-t", "filter", "-n", "-v", "-x", "-L", "OUTPUT"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.split_whitespace().any(|w| w == port))
+        .and_then(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .ok_or_else(|| format!("bench: no counting rule for {port} in:\n{text}").into())
+}
+
+/// A line of /proc/net/netfilter/nfnetlink_queue.
+#[derive(Debug, Default, Clone, Copy)]
+struct QueueLine {
+    queue_full: u64,
+    user_drops: u64,
+}
+
+/// Our queue's line, while a consumer has it bound.
+fn queue_line() -> Result<Option<QueueLine>> {
+    let text = fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")?;
+    Ok(text.lines().find_map(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (f.len() >= 8 && f[0].to_string() == QUEUE).then(|| QueueLine {
+            queue_full: f[5],
+            user_drops: f[6],
+        })
+    }))
+}
+
+fn clock_ticks() -> f64 {
+    // USER_HZ is 100 on every Linux architecture that matters here; getconf
+    // would say so at the cost of a process.
+    100.0
+}
+
+/// user + system time of a process, all its threads, in seconds.
+fn process_cpu(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name in parentheses; utime and stime are the
+    // 14th and 15th fields of the line, so the 12th and 13th after ')'.
+    let rest = &stat[stat.rfind(')').ok_or("bench: odd /proc/PID/stat")? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks())
+}
+
+/// Busy time (everything but idle and iowait) of the given CPUs, in seconds.
+fn cpus_busy(cpus: &[usize]) -> Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let mut busy = 0u64;
+    for cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .ok_or_else(|| format!("bench: no {name} in /proc/stat"))?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest is in user).
+        let total: u64 = f.iter().take(8).sum();
+        busy += total - f.get(3).unwrap_or(&0) - f.get(4).unwrap_or(&0);
+    }
+    Ok(busy as f64 / clock_ticks())
+}
+
+fn parse_cpus(list: &str) -> Vec<usize> {
+    list.split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect()
+}
+
+/// Resident set size of a process, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| "bench: no VmRSS".into())
+}
+
+/// Pushes `packets` packets through each Rust consumer (sending in one-second
+/// bursts until the counting rule has seen that many) and reports their RSS.
+pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> {
+    let mut text = format!(
+        "## Soak: {packets} packets through each consumer (UDP 64 B)\n\n\
+         | consumer | packets accepted | seconds | RSS after bind (KiB) | RSS after 1st second | RSS at end | max RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    let traffic = Traffic::Udp(64);
+    for name in ["core", "dispatch-1", "dispatch-2", "nfq"] {
+        let consumer = programs.consumer(name);
+        let running = Running::start(programs, &consumer, "1", false)?;
+        let pid = running.pid();
+        let rss_start = rss_kib(pid)?;
+        let start = Instant::now();
+        let (first, _) = accept_counter(traffic)?;
+        let deadline = start + Duration::from_secs(900);
+        let mut rss_first = None;
+        let mut rss_max = rss_start;
+        let mut done = 0;
+        while done < packets && Instant::now() < deadline {
+            udp(programs, 64, 1.0, Some(packets - done), false, segments)?;
+            done = accept_counter(traffic)?.0 - first;
+            let rss = rss_kib(pid)?;
+            rss_first.get_or_insert(rss);
+            rss_max = rss_max.max(rss);
+            eprintln!("bench: soak {name}: {done} packets, RSS {rss} KiB");
+        }
+        let rss_end = rss_kib(pid)?;
+        let secs = start.elapsed().as_secs_f64();
+        let counted = running.stop(name)?;
+        eprintln!("bench: soak {name}: the consumer counted {counted}");
+        text += &format!(
+            "| {name} | {done} | {secs:.1} | {rss_start} | {} | {rss_end} | {rss_max} |\n",
+            rss_first.unwrap_or(rss_start)
+        );
+        if done < packets {
+            text += &format!("\n{name}: stopped at the 900 s limit before {packets} packets\n");
+        }
+    }
+    Ok(text)
+}
