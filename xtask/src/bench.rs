@@ -4,7 +4,7 @@
 //! The outside builds the consumers (the C ones in `bench/` with `cc`, the Rust
 //! ones as `bench_*` examples in release mode), then re-runs xtask as
 //! `__bench-inner` inside `unshare --net --pid --fork`, like `demo`: the
-//! namespace, its dummy interface and its rules disappear with that process.
+//! namespace and its rules disappear with that process.
 //!
 //! Inside, a UDP sender pinned to CPU 0 sends to 127.0.0.1, port 9.
 //! `mangle OUTPUT` queues the packets to queue 0; a rule in `filter OUTPUT` (a
