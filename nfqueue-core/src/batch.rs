@@ -103,6 +103,34 @@ impl VerdictBatch {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+
+    /// The netlink messages of the batch, one after another, as
+    /// [`send_all`](VerdictHandle::send_all) writes them (it may split them over
+    /// several datagrams, always between messages). For logging, tests and
+    /// fuzzing: the kernel reads exactly these bytes.
+    ///
+    /// ```
+    /// use nfqueue_core::{Verdict, VerdictBatch};
+    ///
+    /// let mut batch = VerdictBatch::new();
+    /// batch.push(0, 1, Verdict::accept().with_mark(7))?;
+    /// let bytes = batch.to_bytes();
+    /// // nlmsghdr, nfgenmsg, verdict header attribute and mark attribute.
+    /// assert_eq!(bytes.len(), 16 + 4 + 12 + 8);
+    /// assert_eq!(u32::from_ne_bytes(bytes[..4].try_into().unwrap()), 40);
+    /// # Ok::<(), nfqueue_core::Error>(())
+    /// ```
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in &self.entries {
+            out.extend_from_slice(entry.header.as_bytes());
+            if let Some(payload) = &entry.payload {
+                out.extend_from_slice(payload);
+                out.extend_from_slice(&PADDING[..entry.header.padding]);
+            }
+        }
+        out
+    }
 }
 
 impl VerdictHandle {
