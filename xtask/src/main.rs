@@ -5,6 +5,7 @@
 
 mod cmd;
 mod demo;
+mod fuzz;
 mod prereqs;
 mod test_netns;
 
@@ -21,6 +22,9 @@ commands:
                                --no-userns); as an ordinary user, in a user+net namespace
   demo                         run examples/print_and_accept on real traffic in a
                                throwaway network namespace
+  fuzz [--secs N] [--runs N] [--jobs N] [--sanitizer address|none] [TARGET...]
+                               run the cargo-fuzz targets of fuzz/ (message, net_parse,
+                               mangle, verdict) for N seconds (default 60) each
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         "prereqs" => prereqs::run().map(|()| 0),
         "test-netns" => prereqs::run().and_then(|()| test_netns::run(rest)),
         "demo" => prereqs::run().and_then(|()| demo::run(rest)),
+        "fuzz" => prereqs::run().and_then(|()| fuzz::run(rest)),
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
         "help" | "-h" | "--help" => {
