@@ -52,7 +52,8 @@ impl VerdictBatch {
     /// Adds a verdict for packet `id` of queue `queue`.
     ///
     /// # Errors
-    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge); nothing is added.
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) or
+    /// [`Error::EmptyPayload`](crate::Error::EmptyPayload); nothing is added.
     pub fn push(&mut self, queue: u16, id: u32, verdict: Verdict<'_>) -> Result<()> {
         let header = verdict::encode(queue, id, &verdict, false)?;
         let payload = verdict.into_owned().take_payload();
