@@ -7,6 +7,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod prereqs;
+mod soak;
 mod test_netns;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ commands:
   fuzz [--secs N] [--runs N] [--jobs N] [--sanitizer address|none] [TARGET...]
                                run the cargo-fuzz targets of fuzz/ (message, net_parse,
                                mangle, verdict) for N seconds (default 60) each
+  soak [--packets N]           push N packets (default 200000) through the dispatcher in a
+                               throwaway network namespace; check verdicts and flat usage
 ";
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         "test-netns" => prereqs::run().and_then(|()| test_netns::run(rest)),
         "demo" => prereqs::run().and_then(|()| demo::run(rest)),
         "fuzz" => prereqs::run().and_then(|()| fuzz::run(rest)),
+        "soak" => prereqs::run().and_then(|()| soak::run(rest)),
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
         "help" | "-h" | "--help" => {
