@@ -298,9 +298,14 @@ fn soak(packets: u64) -> Result<(), String> {
     measured.store(true, Ordering::Release);
     let seen = collector.join().map_err(|_| "the collector panicked")?;
     let first = first.unwrap_or(end);
-    let kernel = dispatcher.kernel_stats().map_err(|e| e.to_string())?;
+    // In a user namespace the /proc file belongs to the initial namespace's
+    // root and cannot be read: the far end and the rule counters still tell.
+    let line = match dispatcher.kernel_stats() {
+        Ok(kernel) => Some(kernel.first().copied()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+        Err(e) => return Err(format!("reading the kernel's queue counters: {e}")),
+    };
     let stats = dispatcher.stop_and_join().map_err(|e| e.to_string())?;
-    let line = kernel.first().copied();
     let (delivered, marked) = (rule_packets("delivered"), rule_packets("marked"));
     let count = |a: Action| (0..packets).filter(|&s| action(s) == a).count() as u64;
 
@@ -353,10 +358,13 @@ fn soak(packets: u64) -> Result<(), String> {
             == 0,
         "errors in the dispatcher".into(),
     );
-    check(
-        line.is_some_and(|l| l.waiting == 0 && l.queue_dropped == 0 && l.user_dropped == 0),
-        format!("kernel queue not drained or dropping: {line:?}"),
-    );
+    match line {
+        Some(line) => check(
+            line.is_some_and(|l| l.waiting == 0 && l.queue_dropped == 0 && l.user_dropped == 0),
+            format!("kernel queue not drained or dropping: {line:?}"),
+        ),
+        None => println!("soak: the kernel's queue counters are unreadable here (user namespace)"),
+    }
     check(
         seen.count == expected,
         format!("{} arrived, {expected} expected", seen.count),
