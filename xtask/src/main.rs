@@ -3,6 +3,7 @@
 //! xtask depends on no library crate of the workspace: `prereqs` must be able to
 //! install the system libraries those crates need before they can build.
 
+mod asan;
 mod cmd;
 mod demo;
 mod fuzz;
@@ -26,6 +27,8 @@ commands:
   fuzz [--secs N] [--runs N] [--jobs N] [--sanitizer address|none] [TARGET...]
                                run the cargo-fuzz targets of fuzz/ (message, net_parse,
                                mangle, verdict) for N seconds (default 60) each
+  asan [-- <libtest args>]     the tests of nfqueue-sys, nfqueue-core and nfqueue built
+                               with AddressSanitizer (nightly flag, RUSTC_BOOTSTRAP=1)
   soak [--packets N]           push N packets (default 200000) through the dispatcher in a
                                throwaway network namespace; check verdicts and flat usage
 ";
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         "demo" => prereqs::run().and_then(|()| demo::run(rest)),
         "fuzz" => prereqs::run().and_then(|()| fuzz::run(rest)),
         "soak" => prereqs::run().and_then(|()| soak::run(rest)),
+        "asan" => prereqs::run().and_then(|()| asan::run(rest)),
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
         "help" | "-h" | "--help" => {
