@@ -167,6 +167,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
 
 /// Runs one target, writing its output to its log and picking out the numbers.
 fn run_target(fuzz_dir: &Path, target: &str, run: &mut Command) -> Result<Outcome> {
+    std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
     let artifacts = fuzz_dir.join("artifacts").join(target);
     std::fs::create_dir_all(&artifacts)?;
     let log_path = artifacts.join("fuzz.log");
