@@ -1,8 +1,8 @@
 //! Random verdicts, encoded by the library (through `VerdictBatch`), decoded
 //! again by an independent decoder written here from the kernel's message
 //! layout: every message must round-trip (queue, id, verdict code, mark,
-//! payload, sequence number, lengths and padding), and a payload over the
-//! maximum must be refused with nothing added.
+//! payload, sequence number, lengths and padding), and an empty payload or one
+//! over the maximum must be refused with nothing added.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -66,7 +66,7 @@ fn decode(bytes: &[u8]) -> (Decoded, &[u8]) {
     // struct nlmsghdr { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }
     let len = ne32(bytes) as usize;
     assert!(
-        len >= 16 + 4 && len % 4 == 0 && len <= bytes.len(),
+        len >= 16 + 4 && len.is_multiple_of(4) && len <= bytes.len(),
         "length {len}"
     );
     let kind = ne16(&bytes[4..]);
@@ -179,9 +179,11 @@ fuzz_target!(|inputs: Vec<Input>| {
             batch.push(input.queue, input.id, verdict)
         };
         let too_large = !input.batch && payload.as_ref().is_some_and(|p| p.len() > MAX_PAYLOAD);
+        let empty = !input.batch && payload.as_ref().is_some_and(|p| p.is_empty());
         match result {
             Ok(()) => {
                 assert!(!too_large, "a payload over the maximum was taken");
+                assert!(!empty, "an empty payload was taken");
                 assert_eq!(batch.len(), before + 1);
                 expected.push(Decoded {
                     batch: input.batch,
@@ -194,6 +196,10 @@ fuzz_target!(|inputs: Vec<Input>| {
             }
             Err(Error::PayloadTooLarge { len, max }) => {
                 assert!(too_large && max == MAX_PAYLOAD && len > MAX_PAYLOAD);
+                assert_eq!(batch.len(), before, "a refused verdict was added");
+            }
+            Err(Error::EmptyPayload) => {
+                assert!(empty);
                 assert_eq!(batch.len(), before, "a refused verdict was added");
             }
             Err(other) => panic!("unexpected error: {other}"),
