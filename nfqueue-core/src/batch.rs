@@ -52,7 +52,8 @@ impl VerdictBatch {
     /// Adds a verdict for packet `id` of queue `queue`.
     ///
     /// # Errors
-    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge); nothing is added.
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) or
+    /// [`Error::EmptyPayload`](crate::Error::EmptyPayload); nothing is added.
     pub fn push(&mut self, queue: u16, id: u32, verdict: Verdict<'_>) -> Result<()> {
         let header = verdict::encode(queue, id, &verdict, false)?;
         let payload = verdict.into_owned().take_payload();
@@ -98,6 +99,34 @@ impl VerdictBatch {
     /// Forgets every message without sending it.
     pub fn clear(&mut self) {
         self.entries.clear();
+    }
+
+    /// The netlink messages of the batch, one after another, as
+    /// [`send_all`](VerdictHandle::send_all) writes them (it may split them over
+    /// several datagrams, always between messages). For logging, tests and
+    /// fuzzing: the kernel reads exactly these bytes.
+    ///
+    /// ```
+    /// use nfqueue_core::{Verdict, VerdictBatch};
+    ///
+    /// let mut batch = VerdictBatch::new();
+    /// batch.push(0, 1, Verdict::accept().with_mark(7))?;
+    /// let bytes = batch.to_bytes();
+    /// // nlmsghdr, nfgenmsg, verdict header attribute and mark attribute.
+    /// assert_eq!(bytes.len(), 16 + 4 + 12 + 8);
+    /// assert_eq!(u32::from_ne_bytes(bytes[..4].try_into().unwrap()), 40);
+    /// # Ok::<(), nfqueue_core::Error>(())
+    /// ```
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in &self.entries {
+            out.extend_from_slice(entry.header.as_bytes());
+            if let Some(payload) = &entry.payload {
+                out.extend_from_slice(payload);
+                out.extend_from_slice(&PADDING[..entry.header.padding]);
+            }
+        }
+        out
     }
 }
 

@@ -107,6 +107,11 @@ pub enum Error {
         max: usize,
     },
 
+    /// A replacement payload is empty. The kernel would take it without an error
+    /// and drop the packet silently; give a drop verdict instead.
+    #[error("replacement payload is empty (the kernel would drop the packet silently; give a drop verdict instead)")]
+    EmptyPayload,
+
     /// An argument is out of its range.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

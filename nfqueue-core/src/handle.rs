@@ -51,8 +51,9 @@ impl VerdictHandle {
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) for a payload over
-    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes (nothing is sent: the packet
-    /// still waits for a verdict), or [`Error::Sys`](crate::Error::Sys) when the send fails. A stale
+    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes and
+    /// [`Error::EmptyPayload`](crate::Error::EmptyPayload) for an empty one
+    /// (nothing is sent: the packet still waits for a verdict), or [`Error::Sys`](crate::Error::Sys) when the send fails. A stale
     /// id is not an error here: the kernel reports it later, as
     /// [`Error::VerdictRejected`](crate::Error::VerdictRejected) from the receive call.
     pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {

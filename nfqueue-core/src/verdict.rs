@@ -112,7 +112,12 @@ impl<'p> Verdict<'p> {
     }
 
     /// Replaces the packet with `payload` (at most [`MAX_PAYLOAD`] bytes; a
-    /// longer one makes the verdict fail with [`Error::PayloadTooLarge`]).
+    /// longer one makes the verdict fail with [`Error::PayloadTooLarge`], an
+    /// empty one with [`Error::EmptyPayload`]).
+    ///
+    /// The kernel checks little: a payload too short for the packet's own
+    /// headers is taken without complaint, and the packet vanishes (dropped, and
+    /// counted nowhere). [`net::mangle`](crate::net::mangle) keeps rewrites whole.
     pub fn with_payload(mut self, payload: impl Into<Cow<'p, [u8]>>) -> Self {
         self.payload = Some(payload.into());
         self
@@ -131,6 +136,23 @@ impl<'p> Verdict<'p> {
     /// The replacement payload, if any.
     pub fn payload(&self) -> Option<&[u8]> {
         self.payload.as_deref()
+    }
+
+    /// Checks that the kernel can carry out this verdict as given, as sending it
+    /// would.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] for a payload over [`MAX_PAYLOAD`] bytes,
+    /// [`Error::EmptyPayload`] for an empty one.
+    pub fn validate(&self) -> Result<()> {
+        match self.payload().map(<[u8]>::len) {
+            Some(len) if len > MAX_PAYLOAD => Err(Error::PayloadTooLarge {
+                len,
+                max: MAX_PAYLOAD,
+            }),
+            Some(0) => Err(Error::EmptyPayload),
+            _ => Ok(()),
+        }
     }
 
     /// Takes the payload out, as an owned buffer.
@@ -205,13 +227,8 @@ pub(crate) fn encode(
     verdict: &Verdict<'_>,
     batch: bool,
 ) -> Result<EncodedHeader> {
+    verdict.validate()?;
     let payload_len = verdict.payload().map_or(0, <[u8]>::len);
-    if payload_len > MAX_PAYLOAD {
-        return Err(Error::PayloadTooLarge {
-            len: payload_len,
-            max: MAX_PAYLOAD,
-        });
-    }
     if batch && verdict.payload().is_some() {
         return Err(Error::InvalidArgument(
             "a batch verdict cannot carry a payload",
@@ -324,7 +341,6 @@ mod tests {
             Verdict::accept()
                 .with_mark(9)
                 .with_payload(&payload[..1000]),
-            Verdict::accept().with_payload(&payload[..0]),
             Verdict::accept().with_payload(vec![0x45; MAX_PAYLOAD]),
         ];
         for (n, verdict) in cases.iter().enumerate() {
@@ -341,6 +357,18 @@ mod tests {
         assert!(
             matches!(err, Error::PayloadTooLarge { len, max } if len == MAX_PAYLOAD + 1 && max == MAX_PAYLOAD)
         );
+    }
+
+    /// The kernel takes an empty payload attribute without an error and the
+    /// packet disappears: refused here, before it is sent.
+    #[test]
+    fn rejects_an_empty_payload() {
+        let err = encode(0, 1, &Verdict::accept().with_payload(&[][..]), false).unwrap_err();
+        assert!(matches!(err, Error::EmptyPayload), "{err:?}");
+        assert!(Verdict::accept()
+            .with_payload(vec![0x45])
+            .validate()
+            .is_ok());
     }
 
     #[test]

@@ -137,8 +137,9 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The verdict for a packet whose handler panicked, and for packets read
-    /// during shutdown (default accept).
+    /// The verdict for a packet whose handler panicked or returned a verdict
+    /// the kernel cannot take (an empty or oversized payload), and for packets
+    /// read during shutdown (default accept).
     pub fn default_verdict(mut self, kind: VerdictKind) -> Self {
         self.default_verdict = kind;
         self

@@ -26,6 +26,11 @@ pub struct DispatchStats {
     pub payloads: u64,
     /// Packets that got the default verdict because their handler panicked.
     pub handler_panics: u64,
+    /// Packets that got the default verdict because their handler returned a
+    /// verdict the kernel cannot take (see
+    /// [`Verdict::validate`](nfqueue_core::Verdict::validate): an empty payload or
+    /// one over [`MAX_PAYLOAD`](nfqueue_core::MAX_PAYLOAD) bytes).
+    pub invalid_verdicts: u64,
     /// Packets that got the default verdict at shutdown, unread by a worker.
     pub shutdown_defaults: u64,
     /// Batch verdict messages sent (each settles a run of packets).
@@ -87,6 +92,7 @@ counters!(
     stopped,
     payloads,
     handler_panics,
+    invalid_verdicts,
     shutdown_defaults,
     batch_messages,
     single_messages,

@@ -103,6 +103,12 @@ impl<H: Handler> Worker<H> {
                 Ok(view) => {
                     let handler = &mut self.handler;
                     match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&view))) {
+                        // A verdict that cannot be encoded would fail in the
+                        // receive thread, after the packet left its place in line.
+                        Ok(verdict) if verdict.validate().is_err() => {
+                            Counters::add(&self.counters.invalid_verdicts, 1);
+                            Verdict::new(self.default)
+                        }
                         Ok(verdict) => verdict,
                         Err(payload) => {
                             Counters::add(&self.counters.handler_panics, 1);
