@@ -129,6 +129,10 @@ pub fn run(args: &[String]) -> Result<u8> {
             pass.name, pass.counts.passed, pass.counts.failed
         );
     }
+    // One closing line over every pass, in the plain form CI logs read.
+    let passed: u64 = passes.iter().map(|p| p.counts.passed).sum();
+    let failed: u64 = passes.iter().map(|p| p.counts.failed).sum();
+    println!("test-netns: {passed} passed, {failed} failed");
     Ok(passes.iter().map(|p| p.code).find(|&c| c != 0).unwrap_or(0))
 }
 
