@@ -29,7 +29,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, USAGE);
     let ports: Vec<u16> = option_args(&args, "--port");
-    if ports.is_empty() {
+    // `--port 53` alone would read 53 as both the port and the queue number.
+    if ports.is_empty() || args.len() % 2 == 0 {
         eprintln!("usage: {USAGE}");
         std::process::exit(2);
     }

@@ -58,11 +58,8 @@ pub fn stop_on_signals(stop: StopHandle) -> io::Result<()> {
 
 /// The queue number from the last command-line argument, or exits with `usage`.
 pub fn queue_number_arg(args: &[String], usage: &str) -> u16 {
-    // `--port 53` alone must not bind queue 53: the last argument may not be an
-    // option's value.
-    let after_option = args.len() >= 2 && args[args.len() - 2].starts_with("--");
     match args.last().map(|a| a.parse::<u16>()) {
-        Some(Ok(queue)) if !after_option => queue,
+        Some(Ok(queue)) => queue,
         _ => {
             eprintln!("usage: {usage}");
             std::process::exit(2);
