@@ -2,10 +2,10 @@
 
 use crate::affinity;
 use crate::dispatcher::Dispatcher;
-use crate::receiver::{Fanout, ReceiveLoop};
+use crate::receiver::{Fanout, Handling, ReceiveLoop};
 use crate::stats::Counters;
 use crate::wake::Waker;
-use crate::worker::{print_panic, Handler, PanicHandler, PanicReport, ReturnPath, Worker};
+use crate::worker::{print_panic, Handler, Judge, PanicHandler, PanicReport, ReturnPath, Worker};
 use crossbeam_channel::{bounded, unbounded};
 use nfqueue_core::net::FlowKey;
 use nfqueue_core::{
@@ -110,6 +110,13 @@ impl DispatcherBuilder {
     }
 
     /// Number of worker threads (default: the available cores).
+    ///
+    /// `0` runs the handler on each queue's receive thread instead, on the packet
+    /// as it lies in the receive buffer: no copy, no hand-off between threads,
+    /// one handler per queue (made by `build_with` with the queue's index). That
+    /// is the fastest way for a cheap handler; spread the load over cores with
+    /// several queues (`--queue-balance`, `--queue-cpu-fanout`). A pool pays for
+    /// itself once the handler costs more than the hand-off.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
         self
@@ -195,11 +202,12 @@ impl DispatcherBuilder {
     }
 
     /// Binds the queues and starts the threads, with a handler of its own for
-    /// each worker, made by `make_handler(worker_index)`: handlers may then keep
+    /// each worker, made by `make_handler(worker_index)` (or, with `workers(0)`,
+    /// for each queue, by `make_handler(queue_index)`): handlers may then keep
     /// mutable state without locks.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] without queues or workers; the errors of
+    /// [`Error::InvalidArgument`] without queues; the errors of
     /// [`Queue::bind`] (e.g. [`Error::QueueTaken`]); [`Error::Sys`] when a thread
     /// cannot be spawned. Nothing keeps running after an error.
     pub fn build_with<M, H>(self, mut make_handler: M) -> Result<Dispatcher>
@@ -213,11 +221,6 @@ impl DispatcherBuilder {
             ));
         }
         let workers = self.workers.unwrap_or_else(affinity::available_cpus);
-        if workers == 0 {
-            return Err(Error::InvalidArgument(
-                "a dispatcher needs at least one worker",
-            ));
-        }
         // Bind every queue here, so that errors reach the caller before any
         // thread starts.
         let mut queues = Vec::with_capacity(self.queues.len());
@@ -244,15 +247,23 @@ impl DispatcherBuilder {
             self.pin_cpus.then_some(cpu)
         };
 
-        let (fanout, worker_inputs) = match self.flow_affinity {
-            None => {
+        let judge = |index: usize, handler: H| Judge {
+            index,
+            handler,
+            default: self.default_verdict,
+            panic_handler: Arc::clone(&self.panic_handler),
+            counters: Arc::clone(&counters),
+        };
+        let (fanout, worker_inputs) = match (workers, self.flow_affinity) {
+            (0, _) => (None, Vec::new()),
+            (_, None) => {
                 let (tx, rx) = bounded(self.channel_capacity);
-                (Fanout::Shared(tx), vec![rx; workers])
+                (Some(Fanout::Shared(tx)), vec![rx; workers])
             }
-            Some(key) => {
+            (_, Some(key)) => {
                 let (txs, rxs): (Vec<_>, Vec<_>) =
                     (0..workers).map(|_| bounded(self.channel_capacity)).unzip();
-                (Fanout::ByFlow(txs, key), rxs)
+                (Some(Fanout::ByFlow(txs, key)), rxs)
             }
         };
         let mut loops = Vec::with_capacity(queues.len());
@@ -267,10 +278,14 @@ impl DispatcherBuilder {
                 done: done_tx,
                 waker: Arc::clone(&waker),
             });
+            let handling = match &fanout {
+                Some(fanout) => Handling::Workers(fanout.clone()),
+                None => Handling::Inline(judge(slot, make_handler(slot))),
+            };
             loops.push(ReceiveLoop {
                 slot,
                 queue,
-                fanout: fanout.clone(),
+                handling,
                 done: done_rx,
                 waker,
                 stop: stop.clone(),
@@ -283,13 +298,9 @@ impl DispatcherBuilder {
         let mut dispatcher = Dispatcher::new(stop, Arc::clone(&counters), self.queues.clone());
         for (index, jobs) in worker_inputs.into_iter().enumerate() {
             let worker = Worker {
-                index,
                 jobs,
                 returns: Arc::clone(&returns),
-                handler: make_handler(index),
-                default: self.default_verdict,
-                panic_handler: Arc::clone(&self.panic_handler),
-                counters: Arc::clone(&counters),
+                judge: judge(index, make_handler(index)),
             };
             let handle = spawn(
                 format!("{}-worker-{index}", self.thread_prefix),

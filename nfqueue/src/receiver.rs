@@ -6,7 +6,7 @@
 use crate::coalesce::Coalescer;
 use crate::stats::Counters;
 use crate::wake::Waker;
-use crate::worker::{Done, Job};
+use crate::worker::{Done, Handler, Job, Judge};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nfqueue_core::net::{self, FlowKey};
 use nfqueue_core::{Error, PacketView, Queue, Result, StopHandle, VerdictBatch};
@@ -41,24 +41,34 @@ impl Fanout {
     }
 }
 
+/// Who decides the verdicts of a queue's packets.
+pub(crate) enum Handling<H> {
+    /// The worker pool, reached through the fan-out; verdicts come back on
+    /// the `done` channel.
+    Workers(Fanout),
+    /// The receive thread itself, on the packet in its receive buffer: no copy,
+    /// no hand-off, for handlers cheap enough to keep up on one core.
+    Inline(Judge<H>),
+}
+
 /// One queue's receive thread.
-pub(crate) struct ReceiveLoop {
+pub(crate) struct ReceiveLoop<H> {
     pub(crate) slot: usize,
     pub(crate) queue: Queue,
-    pub(crate) fanout: Fanout,
+    pub(crate) handling: Handling<H>,
     pub(crate) done: Receiver<Done>,
     pub(crate) waker: Arc<Waker>,
     pub(crate) stop: StopHandle,
     pub(crate) counters: Arc<Counters>,
 }
 
-impl ReceiveLoop {
+impl<H: Handler> ReceiveLoop<H> {
     /// Runs until stopped and every packet read has its verdict.
     pub(crate) fn run(self) -> Result<()> {
         let ReceiveLoop {
             slot,
             mut queue,
-            fanout,
+            mut handling,
             done,
             waker,
             stop,
@@ -114,6 +124,16 @@ impl ReceiveLoop {
                             Counters::add(&counters.packets, 1);
                             progress = true;
                             let view = packet.detach();
+                            let fanout = match &mut handling {
+                                Handling::Workers(fanout) => fanout,
+                                Handling::Inline(judge) => {
+                                    let verdict = judge.verdict(&view);
+                                    counters.verdict(verdict.kind(), verdict.payload().is_some());
+                                    coalescer.dispatched(view.id());
+                                    coalescer.complete(view.id(), verdict);
+                                    continue;
+                                }
+                            };
                             let mut bytes = pool.pop().unwrap_or_default();
                             bytes.clear();
                             bytes.extend_from_slice(view.attribute_bytes());

@@ -41,15 +41,15 @@ pub struct PanicReport {
 }
 
 impl PanicReport {
-    fn new(worker: usize, job: &Job, payload: &(dyn Any + Send)) -> Self {
+    fn new(worker: usize, view: &PacketView<'_>, payload: &(dyn Any + Send)) -> Self {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned());
         PanicReport {
             worker,
-            queue: job.queue,
-            packet_id: job.id,
+            queue: view.queue(),
+            packet_id: view.id(),
             message,
         }
     }
@@ -84,15 +84,46 @@ pub(crate) struct ReturnPath {
     pub(crate) waker: Arc<Waker>,
 }
 
-/// Everything a worker thread needs.
-pub(crate) struct Worker<H> {
+/// A handler with what it takes to get a verdict out of it safely: a panic is
+/// caught and reported, and a verdict the kernel could not take is replaced,
+/// both by the default verdict.
+pub(crate) struct Judge<H> {
+    /// The worker's index (or the queue's slot, when handling inline).
     pub(crate) index: usize,
-    pub(crate) jobs: Receiver<Job>,
-    pub(crate) returns: Arc<[ReturnPath]>,
     pub(crate) handler: H,
     pub(crate) default: VerdictKind,
     pub(crate) panic_handler: PanicHandler,
     pub(crate) counters: Arc<Counters>,
+}
+
+impl<H: Handler> Judge<H> {
+    /// The verdict for `view`.
+    pub(crate) fn verdict(&mut self, view: &PacketView<'_>) -> Verdict<'static> {
+        let handler = &mut self.handler;
+        match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(view))) {
+            // A verdict that cannot be encoded would fail in the receive
+            // thread, after the packet left its place in line.
+            Ok(verdict) if verdict.validate().is_err() => {
+                Counters::add(&self.counters.invalid_verdicts, 1);
+                Verdict::new(self.default)
+            }
+            Ok(verdict) => verdict,
+            Err(payload) => {
+                Counters::add(&self.counters.handler_panics, 1);
+                let report = PanicReport::new(self.index, view, payload.as_ref());
+                // A panicking panic handler must not take the thread down.
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| (self.panic_handler)(&report)));
+                Verdict::new(self.default)
+            }
+        }
+    }
+}
+
+/// Everything a worker thread needs.
+pub(crate) struct Worker<H> {
+    pub(crate) jobs: Receiver<Job>,
+    pub(crate) returns: Arc<[ReturnPath]>,
+    pub(crate) judge: Judge<H>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -100,29 +131,9 @@ impl<H: Handler> Worker<H> {
     pub(crate) fn run(mut self) {
         for job in self.jobs.iter() {
             let verdict = match PacketView::parse(job.queue, &job.bytes) {
-                Ok(view) => {
-                    let handler = &mut self.handler;
-                    match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&view))) {
-                        // A verdict that cannot be encoded would fail in the
-                        // receive thread, after the packet left its place in line.
-                        Ok(verdict) if verdict.validate().is_err() => {
-                            Counters::add(&self.counters.invalid_verdicts, 1);
-                            Verdict::new(self.default)
-                        }
-                        Ok(verdict) => verdict,
-                        Err(payload) => {
-                            Counters::add(&self.counters.handler_panics, 1);
-                            let report = PanicReport::new(self.index, &job, payload.as_ref());
-                            // A panicking panic handler must not take the worker down.
-                            let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-                                (self.panic_handler)(&report)
-                            }));
-                            Verdict::new(self.default)
-                        }
-                    }
-                }
+                Ok(view) => self.judge.verdict(&view),
                 // The receive thread parsed these bytes already.
-                Err(_) => Verdict::new(self.default),
+                Err(_) => Verdict::new(self.judge.default),
             };
             let back = &self.returns[job.slot];
             // The receive thread lives until it has every verdict it is owed.

@@ -381,3 +381,64 @@ fn assert_no_queue_left(queues: &[u16]) {
         );
     }
 }
+
+#[test]
+fn handlers_on_the_receive_threads_keep_order_and_lose_nothing() {
+    let ns = Netns::new();
+    ns.enter();
+    let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let dest = receiver.local_addr().unwrap();
+    balance_udp(dest, 8, 9);
+    let (flows, per_flow) = (8usize, 2_500u64);
+    let total = flows as u64 * per_flow;
+    // workers(0): one handler per queue, made with the queue's index, run on
+    // its receive thread; a panic still gives the default verdict.
+    let dispatcher = Dispatcher::builder()
+        .queues(8..=9)
+        .workers(0)
+        .default_verdict(VerdictKind::Drop)
+        .panic_handler(|_| {})
+        .build_with(|queue_index| {
+            let mut seen = 0u64;
+            move |packet: &PacketView<'_>| {
+                seen += 1;
+                let seq = traffic::seq_of(udp_data(packet)).unwrap();
+                assert!(
+                    seq % 1000 != 999,
+                    "queue {queue_index}: panic on purpose, packet {seen}"
+                );
+                Verdict::accept()
+            }
+        })
+        .unwrap();
+    let panics = flows as u64 * (0..per_flow).filter(|s| s % 1000 == 999).count() as u64;
+    let expected = total - panics;
+    let collector = Collector::start(receiver, expected);
+    send_flows(dest, flows, per_flow, &collector.received);
+    let got = collector.finish();
+    let stats = dispatcher.stop_and_join().unwrap();
+
+    assert_eq!(got.len() as u64, expected);
+    let mut per_flow_seqs: HashMap<SocketAddr, Vec<u64>> = HashMap::new();
+    for (flow, seq) in got {
+        per_flow_seqs.entry(flow).or_default().push(seq);
+    }
+    for (flow, seqs) in &per_flow_seqs {
+        let want: Vec<u64> = (0..per_flow).filter(|s| s % 1000 != 999).collect();
+        assert!(
+            seqs == &want,
+            "flow {flow}: once each, in order ({} of {} arrived)",
+            seqs.len(),
+            want.len()
+        );
+    }
+    assert_eq!(
+        (stats.packets, stats.dispatched),
+        (total, 0),
+        "nothing went through a channel"
+    );
+    assert_eq!(stats.handler_panics, panics);
+    assert_eq!(delivered(), expected);
+    assert!(stats.messages_per_packet() < 1.0, "coalesced: {stats:?}");
+    assert_no_queue_left(&[8, 9]);
+}

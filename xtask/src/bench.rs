@@ -162,6 +162,7 @@ const ALL: &[&str] = &[
     "c-batch",
     "core",
     "nfq",
+    "dispatch-0",
     "dispatch-1",
     "dispatch-2",
 ];
@@ -231,6 +232,7 @@ impl Programs {
             "c-batch" => ("nfq_batch", &[]),
             "core" => ("bench_core", &[]),
             "nfq" => ("bench_nfq", &[]),
+            "dispatch-0" => ("bench_dispatch", &["--workers", "0"]),
             "dispatch-1" => ("bench_dispatch", &["--workers", "1"]),
             "dispatch-2" => ("bench_dispatch", &["--workers", "2"]),
             "heavy-1" => ("bench_dispatch", &["--workers", "1", "--busy-us", "5"]),
@@ -253,6 +255,7 @@ pub fn consumer_description(name: &str) -> &'static str {
         "c-batch" => "C, libmnl API, NFQNL_MSG_VERDICT_BATCH every 64 packets or when idle (bench/nfq_batch.c)",
         "core" => "nfqueue-core, recv -> accept per packet (examples/bench_core)",
         "nfq" => "nfq crate 0.2 (pure Rust), recv -> verdict per packet (examples/bench_nfq)",
+        "dispatch-0" => "nfqueue Dispatcher, handler on the receive thread, coalesced verdicts (examples/bench_dispatch --workers 0)",
         "dispatch-1" => "nfqueue Dispatcher, 1 worker, coalesced verdicts (examples/bench_dispatch --workers 1)",
         "dispatch-2" => "nfqueue Dispatcher, 2 workers, coalesced verdicts (examples/bench_dispatch --workers 2)",
         "heavy-1" => "nfqueue Dispatcher, 1 worker, 5 us busy handler",

@@ -236,7 +236,7 @@ fn targets(rows: &[Row]) -> String {
             1.0,
         );
         let target = if scenario == "udp-64" { 1.85 } else { 1.9 };
-        for consumer in ["dispatch-1", "dispatch-2"] {
+        for consumer in ["dispatch-0", "dispatch-1", "dispatch-2"] {
             check(
                 format!("{scenario} {consumer} (coalescing)"),
                 find(rows, scenario, consumer).map(|r| r.ratio),
@@ -254,7 +254,7 @@ fn targets(rows: &[Row]) -> String {
             }
         }
     }
-    for consumer in ["dispatch-1", "dispatch-2", "core"] {
+    for consumer in ["dispatch-0", "dispatch-1", "dispatch-2", "core"] {
         check(
             format!("tcp-gso {consumer} vs c-classic, both with GSO"),
             find(rows, "tcp-gso", consumer).map(|r| r.ratio),
@@ -314,6 +314,7 @@ fn color(consumer: &str) -> &'static str {
         "c-batch",
         "core",
         "nfq",
+        "dispatch-0",
         "dispatch-1",
         "dispatch-2",
         "heavy-1",
