@@ -29,6 +29,7 @@
 
 mod attr;
 mod batch;
+mod burst;
 mod config;
 mod deferred;
 mod error;
@@ -49,6 +50,7 @@ pub mod net;
 
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;
+pub use burst::BURST_LEN;
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_COPY_RANGE};
 pub use deferred::{OwnedPacket, PendingVerdict};
 pub use error::{Error, Result};

@@ -55,17 +55,19 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// drops the packets still waiting in them.
 #[derive(Debug)]
 pub struct Queue {
-    handle: VerdictHandle,
+    pub(crate) handle: VerdictHandle,
     buf: Box<[u8]>,
     /// Bytes of `buf` holding the current datagram.
-    filled: usize,
+    pub(crate) filled: usize,
     /// Where the next unread message of the current datagram starts.
-    cursor: usize,
+    pub(crate) cursor: usize,
     /// Messages that arrived while waiting for a configuration answer.
-    stash: VecDeque<Box<[u8]>>,
+    pub(crate) stash: VecDeque<Box<[u8]>>,
+    /// Buffers for [`recv_burst`](Self::recv_burst), made on its first use.
+    pub(crate) burst: Option<crate::burst::BurstBuffers>,
     seq: u32,
     bound: Vec<u16>,
-    default: VerdictKind,
+    pub(crate) default: VerdictKind,
     stop: StopHandle,
 }
 
@@ -129,6 +131,7 @@ impl Queue {
             filled: 0,
             cursor: 0,
             stash: VecDeque::new(),
+            burst: None,
             seq: 0,
             bound: Vec::new(),
             default: VerdictKind::Accept,
@@ -444,7 +447,7 @@ impl Queue {
         self.handle.shared.socket.portid()
     }
 
-    fn next_packet(&mut self, wait: Wait) -> Result<Option<Packet<'_>>> {
+    pub(crate) fn next_packet(&mut self, wait: Wait) -> Result<Option<Packet<'_>>> {
         // Checked before every blocking receive, not only when it would block:
         // under steady traffic the socket is always readable, and `run` would
         // never see the stop.
@@ -674,14 +677,14 @@ impl Queue {
 
 /// How long a receive may block.
 #[derive(Debug, Clone, Copy)]
-enum Wait {
+pub(crate) enum Wait {
     /// Not at all.
     No,
     /// Until the deadline, or forever.
     Until(Option<Instant>),
 }
 
-fn rejected(ack: Ack) -> Error {
+pub(crate) fn rejected(ack: Ack) -> Error {
     Error::VerdictRejected {
         queue: ack.queue.unwrap_or_default(),
         packet_id: ack.packet_id.unwrap_or(ack.seq),

@@ -10,11 +10,13 @@ use crate::worker::{Done, Handler, Job, Judge};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nfqueue_core::net::{self, FlowKey};
 use nfqueue_core::{Error, PacketView, Queue, Result, StopHandle, VerdictBatch};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-/// Packets read per round before the verdicts that came back are written.
+/// Packets read per round before the verdicts that came back are written (a
+/// burst of up to `BURST_LEN` datagrams already read is handled whole).
 const READ_BUDGET: usize = 64;
 /// Most packets given the default verdict at shutdown when the kernel's count
 /// of waiting packets cannot be read.
@@ -82,10 +84,10 @@ impl<H: Handler> ReceiveLoop<H> {
         let mut coalescer = Coalescer::new(queue_num);
         let mut batch = VerdictBatch::new();
         let mut pool: Vec<Vec<u8>> = Vec::new();
-        let mut pending: Option<(Job, Sender<Job>)> = None;
+        let mut pending: VecDeque<(Job, Sender<Job>)> = VecDeque::new();
         let mut stopping = false;
         let mut failure = None;
-        let mut recv_calls_seen = 0;
+        let mut core_seen = handle.stats();
 
         loop {
             let mut progress = false;
@@ -98,13 +100,16 @@ impl<H: Handler> ReceiveLoop<H> {
                 progress = true;
             }
 
-            if let Some((job, sender)) = pending.take() {
+            while let Some((job, sender)) = pending.pop_front() {
                 match sender.try_send(job) {
                     Ok(()) => {
                         Counters::add(&counters.dispatched, 1);
                         progress = true;
                     }
-                    Err(TrySendError::Full(job)) => pending = Some((job, sender)),
+                    Err(TrySendError::Full(job)) => {
+                        pending.push_front((job, sender));
+                        break;
+                    }
                     Err(TrySendError::Disconnected(_)) => {
                         unreachable!("workers outlive receive threads")
                     }
@@ -117,23 +122,20 @@ impl<H: Handler> ReceiveLoop<H> {
                 drain_with_default(&mut queue, queue_num, &counters);
             }
 
-            if !stopping && pending.is_none() {
-                for _ in 0..READ_BUDGET {
-                    match queue.try_recv() {
-                        Ok(Some(packet)) => {
-                            Counters::add(&counters.packets, 1);
-                            progress = true;
-                            let view = packet.detach();
-                            let fanout = match &mut handling {
-                                Handling::Workers(fanout) => fanout,
-                                Handling::Inline(judge) => {
-                                    let verdict = judge.verdict(&view);
-                                    counters.verdict(verdict.kind(), verdict.payload().is_some());
-                                    coalescer.dispatched(view.id());
-                                    coalescer.complete(view.id(), verdict);
-                                    continue;
-                                }
-                            };
+            if !stopping && pending.is_empty() {
+                // Everything waiting, up to the budget, many datagrams per
+                // system call; a packet that finds every channel full waits in
+                // `pending`, and reading stops until a worker catches up.
+                let read = queue.recv_burst(READ_BUDGET, |packet| {
+                    let view = packet.detach();
+                    coalescer.dispatched(view.id());
+                    match &mut handling {
+                        Handling::Inline(judge) => {
+                            let verdict = judge.verdict(&view);
+                            counters.verdict(verdict.kind(), verdict.payload().is_some());
+                            coalescer.complete(view.id(), verdict);
+                        }
+                        Handling::Workers(fanout) => {
                             let mut bytes = pool.pop().unwrap_or_default();
                             bytes.clear();
                             bytes.extend_from_slice(view.attribute_bytes());
@@ -144,35 +146,33 @@ impl<H: Handler> ReceiveLoop<H> {
                                 bytes,
                             };
                             let sender = fanout.pick(&view);
-                            coalescer.dispatched(view.id());
+                            if !pending.is_empty() {
+                                pending.push_back((job, sender.clone()));
+                                return;
+                            }
                             match sender.try_send(job) {
                                 Ok(()) => Counters::add(&counters.dispatched, 1),
                                 Err(TrySendError::Full(job)) => {
-                                    // Backpressure: stop reading until a worker catches up;
-                                    // the kernel's queue fills meanwhile.
+                                    // Backpressure: the kernel's queue fills meanwhile.
                                     Counters::add(&counters.backpressure_waits, 1);
-                                    pending = Some((job, sender.clone()));
-                                    break;
+                                    pending.push_back((job, sender.clone()));
                                 }
                                 Err(TrySendError::Disconnected(_)) => {
                                     unreachable!("workers outlive receive threads")
                                 }
                             }
                         }
-                        Ok(None) => break,
-                        Err(Error::ReceiveOverflow) => {
-                            Counters::add(&counters.receive_overflows, 1);
-                            progress = true;
-                        }
-                        Err(err) if err.is_recoverable() => {
-                            Counters::add(&counters.receive_errors, 1);
-                            progress = true;
-                        }
-                        Err(err) => {
-                            failure = Some(err);
-                            stopping = true;
-                            break;
-                        }
+                    }
+                });
+                match read {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        Counters::add(&counters.packets, n as u64);
+                        progress = true;
+                    }
+                    Err(err) => {
+                        failure = Some(err);
+                        stopping = true;
                     }
                 }
             }
@@ -186,18 +186,29 @@ impl<H: Handler> ReceiveLoop<H> {
                 Counters::add(&counters.single_messages, flushed.single_messages);
             }
 
-            let recv_calls = handle.stats().recv_calls;
-            Counters::add(&counters.recv_calls, recv_calls - recv_calls_seen);
-            recv_calls_seen = recv_calls;
+            // What the socket layer counted this round: system calls, and what
+            // a burst receive skips rather than reports.
+            let core = handle.stats();
+            Counters::add(&counters.recv_calls, core.recv_calls - core_seen.recv_calls);
+            Counters::add(
+                &counters.receive_overflows,
+                core.receive_overflows - core_seen.receive_overflows,
+            );
+            Counters::add(
+                &counters.receive_errors,
+                (core.rejected_verdicts + core.malformed)
+                    - (core_seen.rejected_verdicts + core_seen.malformed),
+            );
+            core_seen = core;
 
-            if stopping && pending.is_none() && coalescer.is_empty() {
+            if stopping && pending.is_empty() && coalescer.is_empty() {
                 break;
             }
             if idle {
                 waker.prepare_to_sleep();
                 if done.is_empty() {
                     Counters::add(&counters.polls, 1);
-                    let watch_socket = !stopping && pending.is_none();
+                    let watch_socket = !stopping && pending.is_empty();
                     if wait(&queue, &waker, &stop, watch_socket, stopping)? && !stopping {
                         stopping = true;
                         drain_with_default(&mut queue, queue_num, &counters);
