@@ -1,9 +1,12 @@
 //! The dispatcher against the real kernel: every packet once, flow order,
 //! panics, shutdown under load, and coalescing.
 
-use nfqueue::net::{self, FlowKey};
+mod common;
+
+use common::{delivered, queue_udp_counted, udp_data};
+use nfqueue::net::FlowKey;
 use nfqueue::{DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind};
-use nfqueue_testkit::{counters, iptables, traffic, Netns};
+use nfqueue_testkit::{counters, traffic, Netns};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,48 +20,15 @@ use std::time::{Duration, Instant};
 /// datagrams at the default `rmem_max` (all a user namespace may ask for).
 const WINDOW: u64 = 192;
 
-/// Queues UDP to `dest` from OUTPUT over queues `first..=last`, and counts what
-/// leaves in mangle POSTROUTING, after the queue (comment `delivered`).
+/// Queues UDP to `dest` from OUTPUT over queues `first..=last`, counting what
+/// leaves after the queue.
 fn balance_udp(dest: SocketAddr, first: u16, last: u16) {
-    let port = dest.port().to_string();
     let (option, value) = if first == last {
         ("--queue-num", first.to_string())
     } else {
         ("--queue-balance", format!("{first}:{last}"))
     };
-    iptables([
-        "-A", "OUTPUT", "-p", "udp", "--dport", &port, "-j", "NFQUEUE", option, &value,
-    ]);
-    iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "POSTROUTING",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-m",
-        "comment",
-        "--comment",
-        "delivered",
-    ]);
-}
-
-/// Packets that passed the queue and left, by the kernel's count.
-fn delivered() -> u64 {
-    counters::rule_packets("iptables", "mangle", "POSTROUTING", "delivered")
-}
-
-/// The UDP payload of a queued IPv4 packet.
-fn udp_data<'a>(packet: &PacketView<'a>) -> &'a [u8] {
-    match net::parse(packet.payload())
-        .ok()
-        .and_then(|ip| ip.payload())
-    {
-        Some(data) => data,
-        None => &[],
-    }
+    queue_udp_counted(dest, &[option, &value]);
 }
 
 /// Collects datagrams (flow = source address, sequence number) until `expected`

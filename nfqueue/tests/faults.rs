@@ -7,8 +7,11 @@
 //! after unbind, ENOBUFS on a bare `Queue`) is in nfqueue-core's
 //! `tests/queue_config.rs` and `tests/verdicts.rs`.
 
+mod common;
+
+use common::{delivered, queue_udp_counted, udp_data};
 use nfqueue::{Dispatcher, Error, PacketView, QueueConfig, QueueFlags, Verdict, MAX_PAYLOAD};
-use nfqueue_testkit::{counters, iptables, traffic, Netns};
+use nfqueue_testkit::{counters, traffic, Netns};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -27,53 +30,14 @@ fn enter_new_netns() -> Netns {
     ns
 }
 
-/// Queues UDP to `dest` from OUTPUT to `queue`, and counts what leaves after the
-/// queue in mangle POSTROUTING (comment `delivered`).
+/// Queues UDP to `dest` from OUTPUT to `queue`, counting what leaves after it.
 fn queue_udp(dest: SocketAddr, queue: u16, bypass: bool) {
-    let port = dest.port().to_string();
     let num = queue.to_string();
-    let mut rule = vec![
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &num,
-    ];
+    let mut target = vec!["--queue-num", num.as_str()];
     if bypass {
-        rule.push("--queue-bypass");
+        target.push("--queue-bypass");
     }
-    iptables(rule);
-    iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "POSTROUTING",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-m",
-        "comment",
-        "--comment",
-        "delivered",
-    ]);
-}
-
-/// Packets that passed the queue and left, by the kernel's count.
-fn delivered() -> u64 {
-    counters::rule_packets("iptables", "mangle", "POSTROUTING", "delivered")
-}
-
-fn udp_data<'a>(packet: &PacketView<'a>) -> &'a [u8] {
-    nfqueue::net::parse(packet.payload())
-        .ok()
-        .and_then(|ip| ip.payload())
-        .unwrap_or_default()
+    queue_udp_counted(dest, &target);
 }
 
 /// Datagrams that arrive within a short while.
