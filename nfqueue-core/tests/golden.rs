@@ -56,7 +56,7 @@ mod setup {
 /// What the capture of one file must show.
 #[derive(Debug, Clone)]
 struct Expected {
-    file: &'static str,
+    file: String,
     queue: u16,
     id: u32,
     hook: Hook,
@@ -715,7 +715,7 @@ fn table() -> Vec<Expected> {
             (A4, B4, RA4, RB4)
         };
         let sent = Expected {
-            file: "",
+            file: String::new(),
             queue: capture::QUEUE,
             id: 1,
             hook: Hook::LocalOut,
@@ -742,9 +742,7 @@ fn table() -> Vec<Expected> {
             hw_addr: Some(MAC_A),
             ..sent.clone()
         };
-        let name = |s: &str| -> &'static str {
-            Box::leak(s.replace('#', if v6 { "6" } else { "4" }).into_boxed_str())
-        };
+        let name = |s: &str| s.replace('#', if v6 { "6" } else { "4" });
         out.push(Expected {
             file: name("udp#_output"),
             ..sent.clone()
@@ -799,7 +797,7 @@ fn table() -> Vec<Expected> {
         if v6 {
             // Two 8-byte extension headers: hop-by-hop, destination options.
             out.push(Expected {
-                file: "udp6_ext",
+                file: "udp6_ext".into(),
                 payload_len: 56 + 8 + UDP_PAYLOAD.len(),
                 original_len: 56 + 8 + UDP_PAYLOAD.len(),
                 header_len: 56,
@@ -807,7 +805,7 @@ fn table() -> Vec<Expected> {
             });
             // Cut 4 bytes into the hop-by-hop header: no transport, no ports.
             out.push(Expected {
-                file: "udp6_ext_truncated",
+                file: "udp6_ext_truncated".into(),
                 payload_len: 44,
                 original_len: 56 + 8 + UDP_PAYLOAD.len(),
                 protocol: 0,
@@ -866,7 +864,7 @@ fn table() -> Vec<Expected> {
 /// Compares a message with what the table says, field by field.
 #[track_caller]
 fn check(e: &Expected, message: &[u8]) {
-    let f = e.file;
+    let f = &e.file;
     let p = PacketView::from_message(message).unwrap_or_else(|err| panic!("{f}: {err}"));
     assert_eq!(p.queue(), e.queue, "{f}: queue");
     assert_eq!(p.id(), e.id, "{f}: id");
@@ -1029,7 +1027,7 @@ fn read_capture(name: &str) -> Vec<u8> {
 #[test]
 fn captured_messages_parse_to_the_expected_values() {
     for e in table() {
-        check(&e, &read_capture(e.file));
+        check(&e, &read_capture(&e.file));
     }
 }
 
@@ -1041,7 +1039,7 @@ fn every_capture_is_in_the_table() {
         .filter_map(|n| n.strip_suffix(".bin").map(str::to_owned))
         .collect();
     files.sort();
-    let mut names: Vec<String> = table().iter().map(|e| e.file.to_owned()).collect();
+    let mut names: Vec<String> = table().iter().map(|e| e.file.clone()).collect();
     names.sort();
     assert_eq!(files, names);
 }
@@ -1217,10 +1215,13 @@ impl Rng {
     }
 }
 
-fn captures() -> Vec<(&'static str, Vec<u8>)> {
+fn captures() -> Vec<(String, Vec<u8>)> {
     table()
-        .iter()
-        .map(|e| (e.file, read_capture(e.file)))
+        .into_iter()
+        .map(|e| {
+            let message = read_capture(&e.file);
+            (e.file, message)
+        })
         .collect()
 }
 
@@ -1349,14 +1350,14 @@ fn regenerate_captures() {
     let captured = capture::all();
     let mut names: Vec<&str> = captured.iter().map(|(n, _)| n.as_str()).collect();
     names.sort();
-    let mut expected: Vec<&str> = table.iter().map(|e| e.file).collect();
+    let mut expected: Vec<&str> = table.iter().map(|e| e.file.as_str()).collect();
     expected.sort();
     assert_eq!(
         names, expected,
         "the captures and the table name the same files"
     );
     for (name, message) in &captured {
-        let e = table.iter().find(|e| e.file == name).unwrap();
+        let e = table.iter().find(|e| e.file == *name).unwrap();
         check(e, message);
     }
     if std::env::var_os("NFQ_WRITE_GOLDEN").is_some() {
