@@ -11,7 +11,7 @@
 use nfqueue::net::{self, mangle};
 use nfqueue::{Dispatcher, PacketView, Verdict};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -94,18 +94,10 @@ fn usage() -> Usage {
     }
 }
 
+/// Runs a command in this namespace (found in the sbin directories too, which
+/// an ordinary user's PATH lacks).
 fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    nfqueue_testkit::cmd::try_run(program, args)
 }
 
 /// Packets counted by the mangle POSTROUTING rule with `comment`.

@@ -7,7 +7,32 @@
 //! lock, and concurrent changes in separate namespaces never conflict.
 
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Where the system administration programs live when `PATH` lacks them, as an
+/// ordinary user's `PATH` on Debian does.
+const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/// `program` as found on `PATH`, else in the sbin directories, else as given
+/// (so that starting it reports the error).
+fn locate(program: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
 
 /// Runs `program` with `args` and returns its standard output.
 ///
@@ -25,7 +50,7 @@ where
         .chain(args.iter().map(|a| shell_word(&a.to_string_lossy())))
         .collect::<Vec<_>>()
         .join(" ");
-    let out = Command::new(program)
+    let out = Command::new(locate(program))
         .args(&args)
         .output()
         .map_err(|e| format!("`{line}` could not be started: {e}"))?;
