@@ -7,10 +7,11 @@
 //!
 //! // iptables -A FORWARD -j NFQUEUE --queue-balance 0:1
 //! let dispatcher = Dispatcher::builder().queues(0..=1).build(|packet: &PacketView<'_>| {
-//!     match nfqueue::net::parse(packet.payload()) {
-//!         Ok(ip) if ip.flow().dst_port == 23 => Verdict::drop(),
-//!         _ => Verdict::accept(),
-//!     }
+//!     let port = nfqueue::net::parse(packet.payload())
+//!         .ok()
+//!         .and_then(|ip| ip.transport())
+//!         .and_then(|transport| transport.dst_port());
+//!     if port == Some(23) { Verdict::drop() } else { Verdict::accept() }
 //! })?;
 //! let stop = dispatcher.stop_handle();
 //! // ... later, from any thread or a signal handler:
@@ -20,15 +21,23 @@
 //! # Ok::<(), nfqueue::Error>(())
 //! ```
 //!
+//! # Where handlers run
+//! By default on a pool of workers (one per core), which suits handlers that
+//! cost more than handing a packet between threads. With
+//! [`workers(0)`](DispatcherBuilder::workers) each queue's receive thread runs
+//! the handler itself, on the packet as it lies in its buffer: the fastest way
+//! for cheap handlers, spread over cores with several queues.
+//!
 //! # Verdict coalescing
-//! Each receive thread keeps the packets it dispatched in order. Whenever the
-//! verdicts of a run at the front of that order are known and equal (same
-//! verdict, same mark, no payload), the run is settled with one
+//! A receive thread reads up to 16 datagrams per `recvmmsg` and keeps the
+//! packets it dispatched in order. Whenever the verdicts of a run at the front
+//! of that order are known and equal (same verdict, same mark, no payload), the
+//! run is settled with one
 //! `NFQNL_MSG_VERDICT_BATCH` message; every message of a round goes out in one
 //! `sendmsg`. Verdicts behind a packet still being handled are held until the
 //! receive thread has nothing left to read or 256 are held, then sent one by
 //! one. There is no timer: a verdict waits at most until the receive thread's
-//! current round ends (at most 64 packets read), so on an idle queue a packet's
+//! current round ends (about 64 packets read), so on an idle queue a packet's
 //! added latency is one thread hand-off each way.
 //!
 //! The single-queue API of [`nfqueue_core`] is re-exported here for users who
