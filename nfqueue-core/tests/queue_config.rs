@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use nfqueue_core::{CopyMode, Error, Queue, QueueConfig, QueueFlags, Verdict};
-use nfqueue_testkit::{counters, traffic, Netns};
+use nfqueue_testkit::{counters, traffic, without_capabilities, Netns};
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::mpsc;
@@ -455,46 +455,6 @@ fn a_verdict_after_unbind_is_rejected() {
     packet.verdict(&Verdict::accept()).unwrap();
     assert_eq!(recv_datagram(&other.receiver), b"other");
     counters::assert_queue_drained(31);
-}
-
-/// `struct __user_cap_header_struct`.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-/// `struct __user_cap_data_struct`.
-#[repr(C)]
-#[derive(Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets in two data structs.
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-/// Runs `f` on a thread that has dropped every capability (capabilities
-/// belong to a thread; this one ends with `f`).
-fn without_capabilities<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|s| {
-        s.spawn(|| {
-            let header = CapHeader {
-                version: CAP_VERSION_3,
-                pid: 0,
-            };
-            let data = [CapData::default(), CapData::default()];
-            // SAFETY: capset reads a header and two data structs of the layout
-            // above; pid 0 changes only the calling thread.
-            let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-            assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod common;
 
 use common::{delivered, queue_udp_counted, udp_data};
 use nfqueue::{Dispatcher, Error, PacketView, QueueConfig, QueueFlags, Verdict, MAX_PAYLOAD};
-use nfqueue_testkit::{counters, traffic, Netns};
+use nfqueue_testkit::{counters, enter_new_netns, traffic, without_capabilities};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -23,12 +23,6 @@ use std::time::{Duration, Instant};
 /// Environment variable that turns this test binary into a child consumer of
 /// the queue it names (see [`child_consumer`]).
 const CHILD_ENV: &str = "NFQUEUE_FAULTS_CHILD_QUEUE";
-
-fn enter_new_netns() -> Netns {
-    let ns = Netns::new();
-    ns.enter();
-    ns
-}
 
 /// Queues UDP to `dest` from OUTPUT to `queue`, counting what leaves after it.
 fn queue_udp(dest: SocketAddr, queue: u16, bypass: bool) {
@@ -367,41 +361,6 @@ fn a_queue_held_by_another_process_is_refused_by_name() {
     child.kill().unwrap();
     child.wait().unwrap();
     counters::assert_queue_drained(8);
-}
-
-/// `struct __user_cap_header_struct` and `__user_cap_data_struct`.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// Runs `f` on a thread that has dropped every capability.
-fn without_capabilities<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|s| {
-        s.spawn(|| {
-            let header = CapHeader {
-                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-                pid: 0,
-            };
-            let data = [CapData::default(), CapData::default()];
-            // SAFETY: capset reads a header and two data structs of the layout
-            // above; pid 0 changes only the calling thread.
-            let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-            assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 /// No CAP_NET_ADMIN: a typed error that says what is missing, nothing left

@@ -39,12 +39,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod caps;
 pub mod cmd;
 pub mod counters;
 pub mod netns;
 pub mod topology;
 pub mod traffic;
 
+pub use caps::without_capabilities;
 pub use cmd::{ip, ip6tables, iptables};
-pub use netns::Netns;
+pub use netns::{enter_new_netns, Netns};
 pub use topology::{Host, Iface, Router, TwoHosts};

@@ -264,3 +264,16 @@ pub(crate) fn wait_link_running(name: &str, timeout: Duration) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Enters a new network namespace for the rest of the calling thread's life and
+/// returns its handle (keep it: the namespace outlives the thread only through
+/// it or what lives inside).
+///
+/// # Panics
+///
+/// As [`Netns::new`] and [`Netns::enter`].
+pub fn enter_new_netns() -> Netns {
+    let ns = Netns::new();
+    ns.enter();
+    ns
+}

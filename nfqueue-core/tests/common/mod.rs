@@ -2,19 +2,16 @@
 #![allow(dead_code)]
 
 use nfqueue_core::{Packet, Queue, QueueConfig};
-use nfqueue_testkit::{cmd, traffic, Netns};
+use nfqueue_testkit::{cmd, traffic};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// How long a test waits for a packet that should come.
 pub const PACKET_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Enters a new network namespace for the rest of this test's thread.
-pub fn enter_new_netns() -> Netns {
-    let ns = Netns::new();
-    ns.enter();
-    ns
-}
+// Not every test binary uses it, as with the rest of this module.
+#[allow(unused_imports)]
+pub use nfqueue_testkit::enter_new_netns;
 
 /// `iptables` for IPv4 destinations, `ip6tables` for IPv6 ones.
 pub fn tables_for(addr: &SocketAddr) -> &'static str {
