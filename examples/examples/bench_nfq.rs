@@ -9,13 +9,12 @@
 //! `nfq` 0.2 neither exposes its socket nor can be interrupted in a blocking
 //! receive, so the socket runs non-blocking and the loop waits in `poll` on its
 //! descriptor, found in /proc/self/fd, with a timeout that lets it see the stop
-//! flag set by the signal thread. The same descriptor gets the 8 MiB receive
+//! handle set by the signal thread. The same descriptor gets the 8 MiB receive
 //! buffer the other consumers ask for.
 
-use nfqueue_examples::queue_number_arg;
+use nfqueue_core::StopHandle;
+use nfqueue_examples::{queue_number_arg, stop_on_signals};
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 const RECV_BUFFER: libc::c_int = 8 << 20;
 
@@ -23,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let queue_num = queue_number_arg(&args, "bench_nfq [--gso] QUEUE_NUM");
     let gso = args.iter().any(|a| a == "--gso");
-    let stop = stop_flag_on_signals()?;
+    let stop = StopHandle::new()?;
+    stop_on_signals(stop.clone())?;
 
     let mut queue = nfq::Queue::open()?;
     queue.bind(queue_num)?;
@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("bench_nfq: bound queue {queue_num}");
 
     let mut packets = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_stopped() {
         match queue.recv() {
             Ok(mut msg) => {
                 packets += 1;
@@ -71,35 +71,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{packets}");
     Ok(())
-}
-
-/// Blocks SIGINT and SIGTERM and sets the returned flag from a thread that
-/// waits for them.
-fn stop_flag_on_signals() -> std::io::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; these calls change it and this
-    // thread's signal mask only.
-    let rc = unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
-    };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    let setter = Arc::clone(&flag);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut signal = 0;
-            // SAFETY: `set` lives in this closure; sigwait writes the signal number.
-            unsafe { libc::sigwait(&set, &mut signal) };
-            setter.store(true, Ordering::Relaxed);
-        })?;
-    Ok(flag)
 }
 
 /// The process's only `AF_NETLINK`/`NETLINK_NETFILTER` socket.

@@ -344,13 +344,7 @@ fn ensure_tools() -> Result<()> {
         )
         .into());
     }
-    cmd::run_ok(cmd::program("apt-get").arg("update"))?;
-    cmd::run_ok(
-        cmd::program("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(&missing),
-    )
+    crate::prereqs::apt_install(&missing)
 }
 
 /// Compiles the C programs of `bench/` into `bin`.

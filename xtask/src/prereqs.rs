@@ -141,17 +141,22 @@ pub fn run() -> Result<()> {
         )
         .into());
     }
-    cmd::run_ok(cmd::program("apt-get").arg("update"))?;
-    cmd::run_ok(
-        cmd::program("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(&missing),
-    )?;
+    apt_install(&missing)?;
     let still = check_all();
     if still.is_empty() {
         Ok(())
     } else {
         Err(format!("still missing after apt-get install: {}", still.join(" ")).into())
     }
+}
+
+/// Installs Debian packages with apt-get, without questions (needs root).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    cmd::run_ok(cmd::program("apt-get").arg("update"))?;
+    cmd::run_ok(
+        cmd::program("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(packages),
+    )
 }
