@@ -535,7 +535,7 @@ impl Queue {
                 Wait::Until(None) if self.stop.is_stopped() => return Err(Error::Stopped),
                 Wait::Until(None) => {}
                 Wait::Until(Some(deadline)) => {
-                    if !self.wait_readable(Some(deadline))? {
+                    if !self.wait_readable(deadline)? {
                         return Ok(false);
                     }
                 }
@@ -545,7 +545,7 @@ impl Queue {
 
     /// Waits until the socket is readable (`true`), the deadline passes
     /// (`false`), or the stop handle is used ([`Error::Stopped`]).
-    fn wait_readable(&self, deadline: Option<Instant>) -> Result<bool> {
+    fn wait_readable(&self, deadline: Instant) -> Result<bool> {
         let mut fds = [
             libc::pollfd {
                 fd: self.as_raw_fd(),
@@ -559,14 +559,9 @@ impl Queue {
             },
         ];
         loop {
-            let timeout_ms = match deadline {
-                None => -1,
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    // Round up so a sub-millisecond remainder still waits.
-                    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-                }
-            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Round up so a sub-millisecond remainder still waits.
+            let timeout_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
             // SAFETY: `fds` is a valid array of two pollfds.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
             if rc < 0 {
@@ -634,7 +629,7 @@ impl Queue {
             Counters::bump(&self.handle.shared.counters.recv_calls);
             let len = match self.handle.shared.socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) => len.min(self.buf.len()),
-                Ok(None) => match self.wait_readable(Some(deadline)) {
+                Ok(None) => match self.wait_readable(deadline) {
                     Ok(true) => continue,
                     Ok(false) | Err(Error::Stopped) => return Err(Error::NoAck { queue, what }),
                     Err(err) => return Err(err),
