@@ -42,12 +42,11 @@ impl PendingVerdict {
     /// Gives the packet `verdict`.
     ///
     /// # Errors
-    /// As [`VerdictHandle::verdict`]; on error the default verdict is sent
-    /// instead.
+    /// As [`VerdictHandle::verdict`]; on error the packet is dropped instead, as
+    /// [`Packet::verdict`](crate::Packet::verdict) does.
     pub fn verdict(mut self, verdict: &Verdict<'_>) -> Result<()> {
-        let result = self.handle.verdict(self.queue, self.id, verdict);
-        self.settled = result.is_ok();
-        result
+        self.settled = true;
+        self.handle.verdict_or_drop(self.queue, self.id, verdict)
     }
 
     /// Accepts the packet.

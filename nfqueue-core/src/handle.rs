@@ -1,6 +1,7 @@
 //! Verdicts by packet id, from any thread.
 
 use crate::error::Result;
+use crate::retry;
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, Stats};
 use crate::verdict::{self, Verdict, VerdictKind, PADDING};
@@ -16,10 +17,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Sends one datagram, counting the system call.
+    /// Sends one datagram, counting the system calls, and trying again a few
+    /// times while the kernel is short of memory.
     pub(crate) fn send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
-        Counters::bump(&self.counters.send_calls);
-        self.socket.send(parts)
+        retry::with_retries(
+            || {
+                Counters::bump(&self.counters.send_calls);
+                self.socket.send(parts)
+            },
+            || Counters::bump(&self.counters.send_retries),
+        )
     }
 }
 
@@ -49,12 +56,19 @@ pub struct VerdictHandle {
 impl VerdictHandle {
     /// Gives packet `id` of queue `queue` its verdict.
     ///
+    /// A send that fails for want of kernel memory (`ENOBUFS`, `ENOMEM`) is
+    /// tried again a few times, for about 11 ms in all.
+    ///
     /// # Errors
     /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) for a payload over
     /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes and
-    /// [`Error::EmptyPayload`](crate::Error::EmptyPayload) for an empty one
-    /// (nothing is sent: the packet still waits for a verdict), or [`Error::Sys`](crate::Error::Sys) when the send fails. A stale
-    /// id is not an error here: the kernel reports it later, as
+    /// [`Error::EmptyPayload`](crate::Error::EmptyPayload) for an empty one, or
+    /// [`Error::Sys`](crate::Error::Sys) when the send fails. Nothing was sent
+    /// then: the packet still waits for a verdict, which is the caller's to
+    /// give (this is the one verdict call that leaves the packet waiting; the
+    /// methods of [`Packet`](crate::Packet) and
+    /// [`PendingVerdict`](crate::PendingVerdict) drop it instead). A stale id is
+    /// not an error here: the kernel reports it later, as
     /// [`Error::VerdictRejected`](crate::Error::VerdictRejected) from the receive call.
     pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
         let header = verdict::encode(queue, id, verdict, false)?;
@@ -96,6 +110,19 @@ impl VerdictHandle {
         match &result {
             Ok(()) => Counters::bump(on_success),
             Err(_) => Counters::bump(&self.shared.counters.failed_sends),
+        }
+        result
+    }
+
+    /// Gives packet `id` `verdict`, or, when that cannot be sent as given (an
+    /// invalid payload, a failed send), drops it: a fallback never lets through
+    /// what the caller meant to change or stop. Returns the error of the verdict
+    /// asked for, after the fallback.
+    pub(crate) fn verdict_or_drop(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
+        let result = self.verdict(queue, id, verdict);
+        let plain_drop = verdict.kind() == VerdictKind::Drop && verdict.payload().is_none();
+        if result.is_err() && !plain_drop && self.verdict(queue, id, &Verdict::drop()).is_ok() {
+            Counters::bump(&self.shared.counters.fallback_drops);
         }
         result
     }

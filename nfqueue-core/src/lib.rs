@@ -40,6 +40,7 @@ mod message;
 mod netns;
 mod packet;
 mod queue;
+mod retry;
 mod socket;
 mod stats;
 mod stop;

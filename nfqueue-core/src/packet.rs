@@ -49,14 +49,17 @@ impl<'a> Packet<'a> {
     /// Gives the packet `verdict` (with its mark and payload, if any).
     ///
     /// # Errors
-    /// As [`VerdictHandle::verdict`]. On error the packet gets the default
-    /// verdict instead, so it does not stay queued.
+    /// As [`VerdictHandle::verdict`]. On error the packet is dropped instead
+    /// (counted in [`Stats::fallback_drops`](crate::Stats::fallback_drops)), so
+    /// it neither stays queued nor passes: a drop that cannot be sent as given
+    /// stays a drop, and an accept whose new payload the kernel cannot take
+    /// (empty, or over [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes) does not let
+    /// the original bytes through, which the rewrite was meant to replace.
+    /// Never the default verdict: that is for packets given no verdict at all.
     pub fn verdict(mut self, verdict: &Verdict<'_>) -> Result<()> {
-        let result = self
-            .handle
-            .verdict(self.view.queue(), self.view.id(), verdict);
-        self.settled = result.is_ok();
-        result
+        self.settled = true;
+        self.handle
+            .verdict_or_drop(self.view.queue(), self.view.id(), verdict)
     }
 
     /// Accepts the packet.

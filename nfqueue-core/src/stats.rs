@@ -20,8 +20,16 @@ pub struct Stats {
     pub default_verdicts: u64,
     /// Verdicts the kernel rejected (reported in the receive stream).
     pub rejected_verdicts: u64,
-    /// Verdicts that could not be sent (the send call failed).
+    /// Sends of verdicts that failed, after their retries (the verdicts were
+    /// not taken).
     pub failed_sends: u64,
+    /// Sends tried again after the kernel was short of memory (`ENOBUFS`,
+    /// `ENOMEM`).
+    pub send_retries: u64,
+    /// Packets dropped because their verdict could not be sent as given (an
+    /// invalid payload, or a send that failed); see
+    /// [`Packet::verdict`](crate::Packet::verdict).
+    pub fallback_drops: u64,
     /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.
     pub receive_overflows: u64,
     /// Malformed messages skipped.
@@ -41,6 +49,8 @@ pub(crate) struct Counters {
     pub(crate) default_verdicts: AtomicU64,
     pub(crate) rejected_verdicts: AtomicU64,
     pub(crate) failed_sends: AtomicU64,
+    pub(crate) send_retries: AtomicU64,
+    pub(crate) fallback_drops: AtomicU64,
     pub(crate) receive_overflows: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) recv_calls: AtomicU64,
@@ -61,6 +71,8 @@ impl Counters {
             default_verdicts: get(&self.default_verdicts),
             rejected_verdicts: get(&self.rejected_verdicts),
             failed_sends: get(&self.failed_sends),
+            send_retries: get(&self.send_retries),
+            fallback_drops: get(&self.fallback_drops),
             receive_overflows: get(&self.receive_overflows),
             malformed: get(&self.malformed),
             recv_calls: get(&self.recv_calls),

@@ -358,21 +358,108 @@ fn a_stale_id_is_reported_and_the_queue_goes_on() {
     counters::assert_queue_drained(12);
 }
 
+/// A verdict whose payload the kernel cannot take is refused, and the packet is
+/// dropped: a drop stays a drop, and an accept meant to replace the packet does
+/// not let the original bytes through. Never the default verdict (accept).
 #[test]
-fn an_oversized_payload_is_refused_and_the_packet_still_gets_a_verdict() {
+fn a_verdict_that_cannot_be_sent_as_given_drops_the_packet() {
     let _ns = enter_new_netns();
     let udp = udp_through_queue(false, 13);
     let mut queue = bound_queue(13);
-    udp.sender.send_to(b"survivor", udp.dest()).unwrap();
-    let packet = next_packet(&mut queue);
     let huge = vec![0x45; nfqueue_core::MAX_PAYLOAD + 1];
-    match packet.verdict(&Verdict::drop().with_payload(huge)) {
+
+    udp.sender.send_to(b"oversized drop", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    match packet.verdict(&Verdict::drop().with_payload(&huge[..])) {
         Err(Error::PayloadTooLarge { len, max }) => assert_eq!((len, max), (65532, 65531)),
         other => panic!("expected PayloadTooLarge, got {other:?}"),
     }
-    // The failed verdict fell back to the default (accept).
-    assert_eq!(recv_datagram(&udp.receiver), b"survivor");
+    udp.sender.send_to(b"oversized accept", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    assert!(matches!(
+        packet.verdict(&Verdict::accept().with_payload(&huge[..])),
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    udp.sender.send_to(b"empty accept", udp.dest()).unwrap();
+    let pending = next_packet(&mut queue).defer();
+    assert!(matches!(
+        pending.verdict(&Verdict::accept().with_payload(Vec::new())),
+        Err(Error::EmptyPayload)
+    ));
+    assert_no_datagram(&udp.receiver);
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.fallback_drops, stats.default_verdicts),
+        (3, 0),
+        "{stats:?}"
+    );
+
+    // The queue goes on.
+    udp.sender.send_to(b"after", udp.dest()).unwrap();
+    next_packet(&mut queue).accept().unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"after");
     counters::assert_queue_drained(13);
+}
+
+/// The kernel refuses a datagram larger than the socket's send buffer
+/// (`EMSGSIZE`). One such message among others must not cost the others their
+/// verdicts: they go on their own, and the message that cannot go becomes a
+/// drop of its packet.
+#[test]
+fn a_message_too_large_to_send_does_not_hold_up_the_others() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 16);
+    let mut queue = bound_queue(16);
+    // The smallest send buffer the kernel allows, about 4.5 KiB.
+    let one: libc::c_int = 1;
+    // SAFETY: sets an int option on a socket that `queue` keeps open.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&queue),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 3, 16);
+    let mut ids = Vec::new();
+    let mut big = Vec::new();
+    for n in 0..3 {
+        let view = next_packet(&mut queue).detach();
+        ids.push(view.id());
+        if n == 1 {
+            big = view.payload().to_vec();
+            big.resize(8000, 0);
+        }
+    }
+    let mut batch = VerdictBatch::new();
+    batch.push(16, ids[0], Verdict::accept()).unwrap();
+    batch
+        .push(16, ids[1], Verdict::accept().with_payload(big))
+        .unwrap();
+    batch.push(16, ids[2], Verdict::accept()).unwrap();
+    let calls = queue.verdict_handle().send_all(&mut batch).unwrap();
+    assert!(batch.is_empty());
+    assert!(
+        calls >= 4,
+        "one failed datagram, then one message each: {calls}"
+    );
+
+    let arrived: Vec<u64> =
+        traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10)
+            .iter()
+            .map(|d| traffic::seq_of(d).unwrap())
+            .collect();
+    assert_eq!(arrived, vec![0, 2], "the first and the last arrive");
+    let stats = queue.stats();
+    assert_eq!(stats.fallback_drops, 1, "{stats:?}");
+    assert_eq!(
+        stats.failed_sends, 2,
+        "the whole datagram, then the big one alone"
+    );
+    counters::assert_queue_drained(16);
 }
 
 #[test]
