@@ -441,6 +441,17 @@ impl Queue {
         })
     }
 
+    /// Whether messages were read from the socket and wait here to be handled:
+    /// the rest of a datagram, or packets that arrived while
+    /// [`bind`](Self::bind) or [`configure`](Self::configure) waited for the
+    /// kernel's answer. `poll` on the descriptor cannot see them, so an event
+    /// loop handles them (with [`try_recv`](Self::try_recv) or
+    /// [`run_nonblocking`](Self::run_nonblocking), which take them first) before
+    /// it waits for the descriptor to become readable.
+    pub fn has_buffered(&self) -> bool {
+        self.cursor < self.filled || !self.stash.is_empty()
+    }
+
     /// The socket's netlink port id, as /proc/net/netfilter/nfnetlink_queue shows
     /// it.
     pub fn portid(&self) -> u32 {
@@ -533,9 +544,16 @@ impl Queue {
             match wait {
                 Wait::No => return Ok(false),
                 Wait::Until(None) if self.stop.is_stopped() => return Err(Error::Stopped),
-                Wait::Until(None) => {}
+                // The receive timeout ran out, or the descriptor is non-blocking
+                // (adopted so, or set so for an event loop) and recv returns at
+                // once: then wait in poll, which also sees the stop.
+                Wait::Until(None) => {
+                    if self.handle.shared.socket.is_nonblocking() {
+                        self.wait_readable(None)?;
+                    }
+                }
                 Wait::Until(Some(deadline)) => {
-                    if !self.wait_readable(deadline)? {
+                    if !self.wait_readable(Some(deadline))? {
                         return Ok(false);
                     }
                 }
@@ -543,9 +561,9 @@ impl Queue {
         }
     }
 
-    /// Waits until the socket is readable (`true`), the deadline passes
-    /// (`false`), or the stop handle is used ([`Error::Stopped`]).
-    fn wait_readable(&self, deadline: Instant) -> Result<bool> {
+    /// Waits until the socket is readable (`true`), the deadline (if any)
+    /// passes (`false`), or the stop handle is used ([`Error::Stopped`]).
+    fn wait_readable(&self, deadline: Option<Instant>) -> Result<bool> {
         let mut fds = [
             libc::pollfd {
                 fd: self.as_raw_fd(),
@@ -559,9 +577,11 @@ impl Queue {
             },
         ];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
             // Round up so a sub-millisecond remainder still waits.
-            let timeout_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            let timeout_ms = deadline.map_or(-1, |deadline| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            });
             // SAFETY: `fds` is a valid array of two pollfds.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
             if rc < 0 {
@@ -629,7 +649,7 @@ impl Queue {
             Counters::bump(&self.handle.shared.counters.recv_calls);
             let len = match self.handle.shared.socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) => len.min(self.buf.len()),
-                Ok(None) => match self.wait_readable(deadline) {
+                Ok(None) => match self.wait_readable(Some(deadline)) {
                     Ok(true) => continue,
                     Ok(false) | Err(Error::Stopped) => return Err(Error::NoAck { queue, what }),
                     Err(err) => return Err(err),
@@ -687,12 +707,18 @@ pub(crate) fn rejected(ack: Ack) -> Error {
     }
 }
 
+/// The socket, for event loops (`poll`, epoll, tokio's `AsyncFd`). It is
+/// readable when the kernel has messages for it; messages this handle has read
+/// already are not shown: see [`Queue::has_buffered`]. The receive calls work
+/// on a non-blocking descriptor too.
 impl AsRawFd for Queue {
     fn as_raw_fd(&self) -> RawFd {
         self.handle.shared.socket.fd()
     }
 }
 
+/// As for [`AsRawFd`]: check [`Queue::has_buffered`] before waiting for
+/// readability.
 impl AsFd for Queue {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the fd stays open as long as `self` (which holds the socket)

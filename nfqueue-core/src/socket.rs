@@ -96,7 +96,9 @@ impl NetlinkSocket {
         self.fd
     }
 
-    /// Sends one datagram made of `parts` to the kernel.
+    /// Sends one datagram made of `parts` to the kernel, once. A netlink send to
+    /// the kernel never waits for buffer space: the kernel handles the messages
+    /// during the call, so a failure means none of them was taken.
     pub(crate) fn send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
         // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
         let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
@@ -148,6 +150,14 @@ impl NetlinkSocket {
                 }
             }
         }
+    }
+
+    /// Whether the descriptor is in non-blocking mode (`O_NONBLOCK`), which a
+    /// caller may set at any time through the raw descriptor.
+    pub(crate) fn is_nonblocking(&self) -> bool {
+        // SAFETY: F_GETFL reads the descriptor's flags; no memory is passed.
+        let flags = unsafe { libc::fcntl(self.fd, libc::F_GETFL) };
+        flags >= 0 && flags & libc::O_NONBLOCK != 0
     }
 
     /// Sets an integer socket option.

@@ -7,7 +7,7 @@ use common::*;
 use nfqueue_core::{CopyMode, Error, Queue, QueueConfig, QueueFlags, Verdict};
 use nfqueue_testkit::{counters, traffic, without_capabilities, Netns};
 use std::collections::BTreeSet;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -482,4 +482,100 @@ fn binding_without_cap_net_admin_is_refused() {
         counters::queue_line(22).map(|l| l.peer_portid),
         Some(adopted.portid())
     );
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec, which `now` is.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(rc, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// A socket handed over in non-blocking mode (as an event loop leaves it):
+/// a blocking receive still sleeps until a packet comes, rather than spin on
+/// `EAGAIN`, and still sees a stop.
+#[test]
+fn an_adopted_nonblocking_socket_blocks_without_spinning() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 10);
+    let fd = netfilter_socket().unwrap();
+    // SAFETY: F_SETFL on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    assert_eq!(rc, 0);
+    let mut queue = Queue::from_fd(fd).unwrap();
+    queue.bind(10, &QueueConfig::default()).unwrap();
+    let stop = queue.stop_handle();
+    let (results, received) = mpsc::channel();
+    let runner = thread::spawn(move || {
+        let start = thread_cpu_time();
+        let data = queue.recv().map(|packet| {
+            let data = udp_data(packet.payload()).to_vec();
+            packet.accept().unwrap();
+            data
+        });
+        let cpu = thread_cpu_time() - start;
+        let _ = results.send((data.map_err(|e| e.to_string()), cpu));
+        let after_stop = queue.recv().map(|_| ()).map_err(|e| e.to_string());
+        let _ = results.send((after_stop.map(|()| Vec::new()), Duration::ZERO));
+    });
+
+    thread::sleep(Duration::from_secs(1));
+    udp.sender.send_to(b"after a second", udp.dest()).unwrap();
+    let (data, cpu) = received.recv_timeout(PACKET_TIMEOUT).expect("no packet");
+    assert_eq!(data.unwrap(), b"after a second");
+    assert_eq!(recv_datagram(&udp.receiver), b"after a second");
+    assert!(
+        cpu < Duration::from_millis(50),
+        "{cpu:?} of CPU in a receive that waited 1 s"
+    );
+    thread::sleep(Duration::from_millis(50));
+    stop.stop();
+    let (after_stop, _) = received
+        .recv_timeout(Duration::from_millis(500))
+        .expect("the stop was not seen at once");
+    assert_eq!(after_stop.unwrap_err(), Error::Stopped.to_string());
+    runner.join().unwrap();
+    counters::assert_queue_drained(10);
+}
+
+/// Whether `fd` is readable now.
+fn readable(fd: &impl AsRawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut pollfd, 1, 0) == 1 }
+}
+
+/// Packets that arrive while a configuration request waits for the kernel's
+/// answer are read with it and kept: `poll` cannot see them any more, so the
+/// queue tells an event loop with `has_buffered`, and its non-blocking
+/// receives take them first.
+#[test]
+fn packets_kept_while_configuring_are_shown_to_event_loops() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 11);
+    let mut queue = bound_queue(11);
+    assert!(!queue.has_buffered());
+    assert_eq!(
+        traffic::send_numbered_udp(&udp.sender, udp.dest(), 3, 16),
+        3
+    );
+    assert!(readable(&queue));
+    queue
+        .configure(11, &QueueConfig::default().max_len(100))
+        .unwrap();
+    assert!(!readable(&queue), "read while waiting for the answer");
+    assert!(queue.has_buffered());
+    assert_eq!(queue.run_nonblocking(|p| p.accept().unwrap()).unwrap(), 3);
+    assert!(!queue.has_buffered());
+    assert_eq!(arrived_seqs(&udp.receiver), (0..3).collect());
+    counters::assert_queue_drained(11);
 }
