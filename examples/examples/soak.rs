@@ -347,6 +347,8 @@ fn soak(packets: u64) -> Result<(), String> {
             + stats.receive_errors
             + stats.handler_panics
             + stats.invalid_verdicts
+            + stats.fallback_drops
+            + stats.failed_sends
             == 0,
         "errors in the dispatcher".into(),
     );

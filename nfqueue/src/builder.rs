@@ -2,6 +2,7 @@
 
 use crate::affinity;
 use crate::dispatcher::Dispatcher;
+use crate::failure::FirstFailure;
 use crate::receiver::{Fanout, Handling, ReceiveLoop};
 use crate::stats::Counters;
 use crate::wake::Waker;
@@ -18,7 +19,8 @@ use std::thread::{self, JoinHandle};
 /// queue (1024 packets) of MTU-sized packets with their metadata.
 pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
 
-/// Default capacity of each worker channel, in packets.
+/// Default capacity of each channel from a receive thread to the workers, in
+/// packets.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
 
 /// Builds a [`Dispatcher`], in the manner of rayon's `ThreadPoolBuilder`.
@@ -48,6 +50,7 @@ pub struct DispatcherBuilder {
     thread_prefix: String,
     pin_cpus: bool,
     default_verdict: VerdictKind,
+    on_panic: VerdictKind,
     panic_handler: PanicHandler,
     flow_affinity: Option<FlowKey>,
     queue_config: QueueConfig,
@@ -64,6 +67,7 @@ impl std::fmt::Debug for DispatcherBuilder {
             .field("thread_prefix", &self.thread_prefix)
             .field("pin_cpus", &self.pin_cpus)
             .field("default_verdict", &self.default_verdict)
+            .field("on_panic", &self.on_panic)
             .field("flow_affinity", &self.flow_affinity)
             .field("queue_config", &self.queue_config)
             .field("recv_buffer", &self.recv_buffer)
@@ -80,6 +84,7 @@ impl Default for DispatcherBuilder {
             thread_prefix: "nfq".to_string(),
             pin_cpus: false,
             default_verdict: VerdictKind::Accept,
+            on_panic: VerdictKind::Drop,
             panic_handler: Arc::new(print_panic),
             flow_affinity: None,
             queue_config: QueueConfig::default(),
@@ -122,10 +127,12 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Capacity of each worker channel, in packets (default
-    /// [`DEFAULT_CHANNEL_CAPACITY`]). When the channels are full the receive
-    /// threads stop reading, the kernel's queue fills, and then its
-    /// `max_len` and fail-open setting decide.
+    /// Capacity of each channel from a receive thread to the workers, in
+    /// packets (default [`DEFAULT_CHANNEL_CAPACITY`]). Each queue has a channel
+    /// of its own (with flow affinity, one to each worker), so that a flood on
+    /// one queue cannot fill the room another queue needs. When its channel is
+    /// full a receive thread stops reading, the kernel's queue fills, and then
+    /// its `max_len` and fail-open setting decide.
     pub fn channel_capacity(mut self, capacity: usize) -> Self {
         self.channel_capacity = capacity.max(1);
         self
@@ -144,11 +151,24 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The verdict for a packet whose handler panicked or returned a verdict
-    /// the kernel cannot take (an empty or oversized payload), and for packets
-    /// read during shutdown (default accept).
+    /// The verdict for packets read during shutdown, before a handler saw them
+    /// (default accept: stopping the program should not cut the traffic it
+    /// was passing; use drop for a firewall that fails closed).
+    ///
+    /// It is never used in place of a verdict that cannot be sent as given: a
+    /// handler's verdict with a payload the kernel cannot take (empty, or over
+    /// [`MAX_PAYLOAD`](nfqueue_core::MAX_PAYLOAD) bytes) drops the packet, and a
+    /// panic gives the [`on_panic`](Self::on_panic) verdict.
     pub fn default_verdict(mut self, kind: VerdictKind) -> Self {
         self.default_verdict = kind;
+        self
+    }
+
+    /// The verdict for a packet whose handler panicked (default drop: a
+    /// packet nobody decided on does not pass unless asked for; choose accept
+    /// for a monitor that must never cut traffic). The panic handler is told.
+    pub fn on_panic(mut self, kind: VerdictKind) -> Self {
+        self.on_panic = kind;
         self
     }
 
@@ -250,22 +270,35 @@ impl DispatcherBuilder {
         let judge = |index: usize, handler: H| Judge {
             index,
             handler,
-            default: self.default_verdict,
+            on_panic: self.on_panic,
             panic_handler: Arc::clone(&self.panic_handler),
             counters: Arc::clone(&counters),
         };
-        let (fanout, worker_inputs) = match (workers, self.flow_affinity) {
-            (0, _) => (None, Vec::new()),
-            (_, None) => {
+        // One channel per queue (and worker, with flow affinity): a receive
+        // thread whose channel is full waits only for its own jobs, and the
+        // worker that takes one of them wakes it with the verdict.
+        let mut worker_inputs = vec![Vec::with_capacity(queues.len()); workers];
+        let mut fanout = || match self.flow_affinity {
+            None => {
                 let (tx, rx) = bounded(self.channel_capacity);
-                (Some(Fanout::Shared(tx)), vec![rx; workers])
+                for inputs in &mut worker_inputs {
+                    inputs.push(rx.clone());
+                }
+                Fanout::Shared(tx)
             }
-            (_, Some(key)) => {
-                let (txs, rxs): (Vec<_>, Vec<_>) =
-                    (0..workers).map(|_| bounded(self.channel_capacity)).unzip();
-                (Some(Fanout::ByFlow(txs, key)), rxs)
+            Some(key) => {
+                let senders = worker_inputs
+                    .iter_mut()
+                    .map(|inputs| {
+                        let (tx, rx) = bounded(self.channel_capacity);
+                        inputs.push(rx);
+                        tx
+                    })
+                    .collect();
+                Fanout::ByFlow(senders, key)
             }
         };
+        let failures = Arc::new(FirstFailure::default());
         let mut loops = Vec::with_capacity(queues.len());
         let mut returns = Vec::with_capacity(queues.len());
         for (slot, queue) in queues.into_iter().enumerate() {
@@ -278,9 +311,9 @@ impl DispatcherBuilder {
                 done: done_tx,
                 waker: Arc::clone(&waker),
             });
-            let handling = match &fanout {
-                Some(fanout) => Handling::Workers(fanout.clone()),
-                None => Handling::Inline(judge(slot, make_handler(slot))),
+            let handling = match workers {
+                0 => Handling::Inline(judge(slot, make_handler(slot))),
+                _ => Handling::Workers(fanout()),
             };
             loops.push(ReceiveLoop {
                 slot,
@@ -290,12 +323,13 @@ impl DispatcherBuilder {
                 waker,
                 stop: stop.clone(),
                 counters: Arc::clone(&counters),
+                failures: Arc::clone(&failures),
             });
         }
-        drop(fanout);
         let returns: Arc<[ReturnPath]> = returns.into();
 
-        let mut dispatcher = Dispatcher::new(stop, Arc::clone(&counters), self.queues.clone());
+        let mut dispatcher =
+            Dispatcher::new(stop, Arc::clone(&counters), failures, self.queues.clone());
         for (index, jobs) in worker_inputs.into_iter().enumerate() {
             let worker = Worker {
                 jobs,

@@ -8,7 +8,7 @@
 //! order, so the packets this queue dispatched, in dispatch order, are exactly
 //! the ones a batch verdict can touch.
 
-use nfqueue_core::{Result, Verdict, VerdictBatch};
+use nfqueue_core::{Verdict, VerdictBatch};
 use std::collections::VecDeque;
 
 /// Verdicts held behind a packet still being handled before they are sent one
@@ -96,14 +96,14 @@ impl Coalescer {
     /// Puts what can be sent into `batch`: the in-order prefix as runs of equal
     /// verdicts (one batch message each), and, when `idle` or when too many are
     /// held, every other finished verdict as a message of its own.
-    pub(crate) fn flush(&mut self, batch: &mut VerdictBatch, idle: bool) -> Result<Flushed> {
+    pub(crate) fn flush(&mut self, batch: &mut VerdictBatch, idle: bool) -> Flushed {
         let mut flushed = Flushed::default();
         // The in-order prefix, run by run.
         while let Some((_, Slot::Done(_) | Slot::Sent)) = self.window.front() {
             let (id, slot) = self.window.pop_front().expect("front exists");
             let Slot::Done(verdict) = slot else { continue };
             if verdict.payload().is_some() {
-                batch.push(self.queue, id, verdict)?;
+                push_single(batch, self.queue, id, verdict);
                 flushed.single_messages += 1;
                 continue;
             }
@@ -123,10 +123,11 @@ impl Coalescer {
                 self.window.pop_front();
             }
             if run == 1 {
-                batch.push(self.queue, last, verdict)?;
+                push_single(batch, self.queue, last, verdict);
                 flushed.single_messages += 1;
             } else {
-                batch.push_up_to(self.queue, last, key.0, key.1)?;
+                // Only a payload can make a verdict fail to encode.
+                let _ = batch.push_up_to(self.queue, last, key.0, key.1);
                 flushed.batch_messages += 1;
             }
         }
@@ -142,12 +143,20 @@ impl Coalescer {
                     let Slot::Done(verdict) = std::mem::replace(slot, Slot::Sent) else {
                         unreachable!()
                     };
-                    batch.push(self.queue, *id, verdict)?;
+                    push_single(batch, self.queue, *id, verdict);
                     flushed.single_messages += 1;
                 }
             }
         }
-        Ok(flushed)
+        flushed
+    }
+}
+
+/// Adds one packet's verdict to `batch`. Verdicts come here validated; should
+/// one still not encode, the packet is dropped rather than left waiting.
+fn push_single(batch: &mut VerdictBatch, queue: u16, id: u32, verdict: Verdict<'static>) {
+    if batch.push(queue, id, verdict).is_err() {
+        let _ = batch.push(queue, id, Verdict::drop());
     }
 }
 
@@ -170,7 +179,7 @@ mod tests {
             assert!(c.complete(id, Verdict::accept()));
         }
         let mut batch = VerdictBatch::new();
-        let flushed = c.flush(&mut batch, false).unwrap();
+        let flushed = c.flush(&mut batch, false);
         assert_eq!(
             flushed,
             Flushed {
@@ -196,7 +205,7 @@ mod tests {
             c.complete(id, v);
         }
         let mut batch = VerdictBatch::new();
-        let flushed = c.flush(&mut batch, false).unwrap();
+        let flushed = c.flush(&mut batch, false);
         assert_eq!(
             flushed,
             Flushed {
@@ -213,19 +222,19 @@ mod tests {
         c.complete(12, Verdict::accept());
         let mut batch = VerdictBatch::new();
         assert_eq!(
-            c.flush(&mut batch, false).unwrap(),
+            c.flush(&mut batch, false),
             Flushed::default(),
             "10 still waits"
         );
         assert_eq!(c.outstanding(), 4);
-        let flushed = c.flush(&mut batch, true).unwrap();
+        let flushed = c.flush(&mut batch, true);
         assert_eq!(flushed.single_messages, 2, "idle: sent one by one");
         assert_eq!(c.outstanding(), 2);
         // 10 and 13 finish: 11 and 12 are gone already, so the run spans them.
         c.complete(13, Verdict::accept());
         c.complete(10, Verdict::accept());
         batch.clear();
-        let flushed = c.flush(&mut batch, false).unwrap();
+        let flushed = c.flush(&mut batch, false);
         assert_eq!(
             flushed,
             Flushed {
@@ -243,7 +252,7 @@ mod tests {
             c.complete(id, Verdict::drop());
         }
         let mut batch = VerdictBatch::new();
-        let flushed = c.flush(&mut batch, false).unwrap();
+        let flushed = c.flush(&mut batch, false);
         assert_eq!(flushed.single_messages, MAX_HELD as u64);
     }
 
@@ -255,7 +264,7 @@ mod tests {
         assert!(!c.complete(7, Verdict::accept()), "never dispatched");
         assert!(!c.complete(0, Verdict::accept()), "already done");
         let mut batch = VerdictBatch::new();
-        c.flush(&mut batch, false).unwrap();
+        c.flush(&mut batch, false);
         assert_eq!(
             c.outstanding(),
             3,

@@ -1,8 +1,9 @@
 //! A running dispatcher: its threads, its stop handle and its statistics.
 
 use crate::builder::DispatcherBuilder;
+use crate::failure::FirstFailure;
 use crate::stats::{Counters, DispatchStats, KernelStats};
-use nfqueue_core::{QueueStats, Result, StopHandle};
+use nfqueue_core::{Error, QueueStats, Result, StopHandle};
 use std::panic;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,10 +15,16 @@ use std::thread::JoinHandle;
 /// already read gets its verdict (packets that were still unread in a socket
 /// get the default verdict); then the sockets close, and the kernel drops what
 /// arrives after that (or accepts it, with `--queue-bypass`).
+///
+/// A queue that fails (its socket can no longer be read, or its verdicts have
+/// not gone out for half a second, each send retried) stops the whole
+/// dispatcher the same way: the other queues give their packets their verdicts
+/// and stop, and [`join`](Self::join) returns that first error.
 #[derive(Debug)]
 pub struct Dispatcher {
     stop: StopHandle,
     counters: Arc<Counters>,
+    failures: Arc<FirstFailure>,
     queues: Vec<u16>,
     receivers: Vec<JoinHandle<Result<()>>>,
     workers: Vec<JoinHandle<()>>,
@@ -29,10 +36,16 @@ impl Dispatcher {
         DispatcherBuilder::new()
     }
 
-    pub(crate) fn new(stop: StopHandle, counters: Arc<Counters>, queues: Vec<u16>) -> Self {
+    pub(crate) fn new(
+        stop: StopHandle,
+        counters: Arc<Counters>,
+        failures: Arc<FirstFailure>,
+        queues: Vec<u16>,
+    ) -> Self {
         Dispatcher {
             stop,
             counters,
+            failures,
             queues,
             receivers: Vec::new(),
             workers: Vec::new(),
@@ -75,10 +88,11 @@ impl Dispatcher {
     }
 
     /// Waits until the dispatcher stops (after its stop handle is used, or a
-    /// receive thread fails), joins every thread, and returns the final counters.
+    /// receive thread fails, which stops them all), joins every thread, and
+    /// returns the final counters.
     ///
     /// # Errors
-    /// The first error that ended a receive thread.
+    /// The error of the receive thread that failed first.
     ///
     /// # Panics
     /// Passes on a panic of the dispatcher's own code (handler panics are caught).
@@ -97,18 +111,17 @@ impl Dispatcher {
     }
 
     fn join_threads(&mut self) -> Result<()> {
-        let mut first_error = Ok(());
-        for handle in self.receivers.drain(..) {
+        // A thread that fails stops the others itself, so each of these joins
+        // ends, in whatever order the threads do.
+        let mut errors: Vec<(usize, Error)> = Vec::new();
+        for (slot, handle) in self.receivers.drain(..).enumerate() {
             match handle.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    // One queue failing ends the whole dispatcher.
+                Ok(Err(err)) => errors.push((slot, err)),
+                Err(panic) => {
                     self.stop.stop();
-                    if first_error.is_ok() {
-                        first_error = Err(err);
-                    }
+                    panic::resume_unwind(panic)
                 }
-                Err(panic) => panic::resume_unwind(panic),
             }
         }
         // The receive threads held the last senders to the workers: the workers
@@ -118,7 +131,14 @@ impl Dispatcher {
                 panic::resume_unwind(panic);
             }
         }
-        first_error
+        let first = self.failures.first();
+        match errors.iter().position(|(slot, _)| Some(*slot) == first) {
+            Some(at) => Err(errors.swap_remove(at).1),
+            None => errors
+                .into_iter()
+                .next()
+                .map_or(Ok(()), |(_, err)| Err(err)),
+        }
     }
 }
 

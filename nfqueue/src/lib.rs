@@ -49,6 +49,7 @@ mod affinity;
 mod builder;
 mod coalesce;
 mod dispatcher;
+mod failure;
 mod receiver;
 mod stats;
 mod wake;

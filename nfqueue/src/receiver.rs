@@ -2,18 +2,29 @@
 //! fans the packets out to the workers, and writes the verdicts that come back
 //! on its own socket (the kernel accepts a verdict only from the socket that
 //! bound the queue), coalesced.
+//!
+//! What keeps a thread from stalling: it sleeps only in `poll`, on its socket
+//! (unless it holds a parked job or is stopping), the stop handle (unless it is
+//! stopping), its waker, and with a timeout while verdicts wait to be sent
+//! again. A parked job waits for room in one of this thread's own channels, so
+//! the worker that makes the room also sends this thread a verdict, which wakes
+//! it.
 
 use crate::coalesce::Coalescer;
+use crate::failure::FirstFailure;
 use crate::stats::Counters;
 use crate::wake::Waker;
 use crate::worker::{Done, Handler, Job, Judge};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nfqueue_core::net::{self, FlowKey};
-use nfqueue_core::{Error, PacketView, Queue, Result, StopHandle, VerdictBatch};
+use nfqueue_core::{
+    Error, PacketView, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle,
+};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Packets read per round before the verdicts that came back are written (a
 /// burst of up to `BURST_LEN` datagrams already read is handled whole).
@@ -21,10 +32,18 @@ const READ_BUDGET: usize = 64;
 /// Most packets given the default verdict at shutdown when the kernel's count
 /// of waiting packets cannot be read.
 const SHUTDOWN_DRAIN_MAX: usize = 65_536;
+/// How long an idle thread waits before it sends again verdicts whose send
+/// failed.
+const RESEND_PAUSE: Duration = Duration::from_millis(10);
+/// How long verdicts may go on failing to be sent (each send already retried)
+/// before the queue counts as dead: the thread then fails, which stops the
+/// dispatcher, and once stopping it gives up on them. Closing the socket then
+/// makes the kernel drop those packets.
+const SEND_GIVE_UP: Duration = Duration::from_millis(500);
 
-/// Where packets go: one channel all workers share, or one per worker chosen by
-/// the packet's flow.
-#[derive(Debug, Clone)]
+/// Where packets go: this queue's channel, which every worker reads, or this
+/// queue's channel to each worker, chosen by the packet's flow.
+#[derive(Debug)]
 pub(crate) enum Fanout {
     Shared(Sender<Job>),
     ByFlow(Vec<Sender<Job>>, FlowKey),
@@ -53,7 +72,7 @@ pub(crate) enum Handling<H> {
     Inline(Judge<H>),
 }
 
-/// One queue's receive thread.
+/// What a receive thread is given when it starts.
 pub(crate) struct ReceiveLoop<H> {
     pub(crate) slot: usize,
     pub(crate) queue: Queue,
@@ -62,224 +81,351 @@ pub(crate) struct ReceiveLoop<H> {
     pub(crate) waker: Arc<Waker>,
     pub(crate) stop: StopHandle,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) failures: Arc<FirstFailure>,
 }
 
 impl<H: Handler> ReceiveLoop<H> {
     /// Runs until stopped and every packet read has its verdict.
     pub(crate) fn run(self) -> Result<()> {
-        let ReceiveLoop {
-            slot,
-            mut queue,
-            mut handling,
-            done,
-            waker,
-            stop,
-            counters,
-        } = self;
-        let handle = queue.verdict_handle();
-        let queue_num = *queue
+        let handle = self.queue.verdict_handle();
+        let queue_num = *self
+            .queue
             .bound_queues()
             .first()
             .expect("the builder binds one queue per socket");
-        let mut coalescer = Coalescer::new(queue_num);
-        let mut batch = VerdictBatch::new();
-        let mut pool: Vec<Vec<u8>> = Vec::new();
-        let mut pending: VecDeque<(Job, Sender<Job>)> = VecDeque::new();
-        let mut stopping = false;
-        let mut failure = None;
-        let mut core_seen = handle.stats();
+        let core_seen = handle.stats();
+        let mut thread = ReceiveThread {
+            setup: self,
+            handle,
+            queue_num,
+            coalescer: Coalescer::new(queue_num),
+            batch: VerdictBatch::new(),
+            pool: Vec::new(),
+            pending: VecDeque::new(),
+            stopping: false,
+            failure: None,
+            failing_since: None,
+            core_seen,
+        };
+        thread.run()
+    }
+}
 
+/// A receive thread at work.
+struct ReceiveThread<H> {
+    setup: ReceiveLoop<H>,
+    handle: VerdictHandle,
+    queue_num: u16,
+    /// The packets handed out, in order, until their verdicts are sent.
+    coalescer: Coalescer,
+    /// Verdicts to send this round, and those whose send failed.
+    batch: VerdictBatch,
+    /// Buffers that came back with verdicts, for the next jobs.
+    pool: Vec<Vec<u8>>,
+    /// Jobs that found their channel full ("parked"), in order.
+    pending: VecDeque<(Job, Sender<Job>)>,
+    /// No more reading: once every packet read has its verdict, the thread ends.
+    stopping: bool,
+    failure: Option<Error>,
+    /// Since when the verdicts in `batch` have failed to go out.
+    failing_since: Option<Instant>,
+    /// The socket's counters as last added to the dispatcher's.
+    core_seen: Stats,
+}
+
+impl<H: Handler> ReceiveThread<H> {
+    fn run(&mut self) -> Result<()> {
         loop {
-            let mut progress = false;
-
             // Verdicts first: they free room in the kernel's queue.
-            while let Ok(d) = done.try_recv() {
-                counters.verdict(d.verdict.kind(), d.verdict.payload().is_some());
-                coalescer.complete(d.id, d.verdict);
-                pool.push(d.bytes);
-                progress = true;
-            }
-
-            while let Some((job, sender)) = pending.pop_front() {
-                match sender.try_send(job) {
-                    Ok(()) => {
-                        Counters::add(&counters.dispatched, 1);
-                        progress = true;
-                    }
-                    Err(TrySendError::Full(job)) => {
-                        pending.push_front((job, sender));
-                        break;
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        unreachable!("workers outlive receive threads")
-                    }
-                }
-            }
-
+            let mut progress = self.take_verdicts();
+            progress |= self.hand_out_parked();
             // A busy thread sees the stop here; an idle one in poll.
-            if !stopping && stop.is_stopped() {
-                stopping = true;
-                drain_with_default(&mut queue, queue_num, &counters);
-            }
-
-            if !stopping && pending.is_empty() {
-                // Everything waiting, up to the budget, many datagrams per
-                // system call; a packet that finds every channel full waits in
-                // `pending`, and reading stops until a worker catches up.
-                let read = queue.recv_burst(READ_BUDGET, |packet| {
-                    let view = packet.detach();
-                    coalescer.dispatched(view.id());
-                    match &mut handling {
-                        Handling::Inline(judge) => {
-                            let verdict = judge.verdict(&view);
-                            counters.verdict(verdict.kind(), verdict.payload().is_some());
-                            coalescer.complete(view.id(), verdict);
-                        }
-                        Handling::Workers(fanout) => {
-                            let mut bytes = pool.pop().unwrap_or_default();
-                            bytes.clear();
-                            bytes.extend_from_slice(view.attribute_bytes());
-                            let job = Job {
-                                slot,
-                                queue: view.queue(),
-                                id: view.id(),
-                                bytes,
-                            };
-                            let sender = fanout.pick(&view);
-                            if !pending.is_empty() {
-                                pending.push_back((job, sender.clone()));
-                                return;
-                            }
-                            match sender.try_send(job) {
-                                Ok(()) => Counters::add(&counters.dispatched, 1),
-                                Err(TrySendError::Full(job)) => {
-                                    // Backpressure: the kernel's queue fills meanwhile.
-                                    Counters::add(&counters.backpressure_waits, 1);
-                                    pending.push_back((job, sender.clone()));
-                                }
-                                Err(TrySendError::Disconnected(_)) => {
-                                    unreachable!("workers outlive receive threads")
-                                }
-                            }
-                        }
-                    }
-                });
-                match read {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        Counters::add(&counters.packets, n as u64);
-                        progress = true;
-                    }
-                    Err(err) => {
-                        failure = Some(err);
-                        stopping = true;
-                    }
+            if !self.stopping && self.setup.stop.is_stopped() {
+                self.stopping = true;
+                if self.failure.is_none() {
+                    self.drain_with_default();
                 }
             }
-
-            let idle = !progress;
-            let flushed = coalescer.flush(&mut batch, idle)?;
-            if !batch.is_empty() {
-                let calls = handle.send_all(&mut batch)?;
-                Counters::add(&counters.send_calls, calls as u64);
-                Counters::add(&counters.batch_messages, flushed.batch_messages);
-                Counters::add(&counters.single_messages, flushed.single_messages);
+            if !self.stopping && self.pending.is_empty() {
+                progress |= self.read();
             }
+            let idle = !progress;
+            self.send(idle);
+            self.add_socket_counters();
 
-            // What the socket layer counted this round: system calls, and what
-            // a burst receive skips rather than reports.
-            let core = handle.stats();
-            Counters::add(&counters.recv_calls, core.recv_calls - core_seen.recv_calls);
-            Counters::add(
-                &counters.receive_overflows,
-                core.receive_overflows - core_seen.receive_overflows,
-            );
-            Counters::add(
-                &counters.receive_errors,
-                (core.rejected_verdicts + core.malformed)
-                    - (core_seen.rejected_verdicts + core_seen.malformed),
-            );
-            core_seen = core;
-
-            if stopping && pending.is_empty() && coalescer.is_empty() {
+            let settled = self.pending.is_empty() && self.coalescer.is_empty();
+            if self.stopping && settled && (self.batch.is_empty() || self.given_up()) {
                 break;
             }
             if idle {
-                waker.prepare_to_sleep();
-                if done.is_empty() {
-                    Counters::add(&counters.polls, 1);
-                    let watch_socket = !stopping && pending.is_empty();
-                    if wait(&queue, &waker, &stop, watch_socket, stopping)? && !stopping {
-                        stopping = true;
-                        drain_with_default(&mut queue, queue_num, &counters);
+                self.wait();
+            }
+        }
+        // Every packet read has its verdict (or, with a dead socket, cannot get
+        // one): closing the socket now, by dropping the queue, drops only
+        // packets the kernel had not handed over yet.
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    /// Records the verdicts the workers sent back. True if there were any.
+    fn take_verdicts(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(done) = self.setup.done.try_recv() {
+            self.setup
+                .counters
+                .verdict(done.verdict.kind(), done.verdict.payload().is_some());
+            self.coalescer.complete(done.id, done.verdict);
+            self.pool.push(done.bytes);
+            any = true;
+        }
+        any
+    }
+
+    /// Hands parked jobs to the workers, in order, while there is room. True
+    /// if any went.
+    fn hand_out_parked(&mut self) -> bool {
+        let mut any = false;
+        while let Some((job, sender)) = self.pending.pop_front() {
+            match sender.try_send(job) {
+                Ok(()) => {
+                    Counters::add(&self.setup.counters.dispatched, 1);
+                    any = true;
+                }
+                Err(TrySendError::Full(job)) => {
+                    self.pending.push_front((job, sender));
+                    break;
+                }
+                Err(TrySendError::Disconnected(job)) => {
+                    no_workers_left(&mut self.coalescer, &job);
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// Reads what is waiting, up to the budget, many datagrams per system
+    /// call, and hands each packet on (or judges it, inline). A packet that
+    /// finds its channel full is parked, and reading stops until a worker has
+    /// made room. True if anything was read, or reading failed.
+    fn read(&mut self) -> bool {
+        let ReceiveThread {
+            setup,
+            coalescer,
+            pool,
+            pending,
+            ..
+        } = self;
+        let ReceiveLoop {
+            slot,
+            queue,
+            handling,
+            counters,
+            ..
+        } = setup;
+        let read = queue.recv_burst(READ_BUDGET, |packet| {
+            let view = packet.detach();
+            coalescer.dispatched(view.id());
+            match handling {
+                Handling::Inline(judge) => {
+                    let verdict = judge.verdict(&view);
+                    counters.verdict(verdict.kind(), verdict.payload().is_some());
+                    coalescer.complete(view.id(), verdict);
+                }
+                Handling::Workers(fanout) => {
+                    let mut bytes = pool.pop().unwrap_or_default();
+                    bytes.clear();
+                    bytes.extend_from_slice(view.attribute_bytes());
+                    let job = Job {
+                        slot: *slot,
+                        queue: view.queue(),
+                        id: view.id(),
+                        bytes,
+                    };
+                    let sender = fanout.pick(&view);
+                    if !pending.is_empty() {
+                        // Behind a parked job, to keep each flow's order.
+                        pending.push_back((job, sender.clone()));
+                        return;
+                    }
+                    match sender.try_send(job) {
+                        Ok(()) => Counters::add(&counters.dispatched, 1),
+                        Err(TrySendError::Full(job)) => {
+                            // Backpressure: the kernel's queue fills meanwhile.
+                            Counters::add(&counters.backpressure_waits, 1);
+                            pending.push_back((job, sender.clone()));
+                        }
+                        Err(TrySendError::Disconnected(job)) => no_workers_left(coalescer, &job),
                     }
                 }
-                waker.awake();
+            }
+        });
+        match read {
+            Ok(0) => false,
+            Ok(n) => {
+                Counters::add(&self.setup.counters.packets, n as u64);
+                true
+            }
+            Err(err) => {
+                self.fail(err);
+                true
             }
         }
-        // Every packet read has its verdict; closing the socket now (by dropping
-        // the queue) drops only packets the kernel had not handed over yet.
-        drop(queue);
-        failure.map_or(Ok(()), Err)
+    }
+
+    /// Sends the verdicts that can go: coalesced, in one `sendmsg` where they
+    /// fit, together with those whose send failed before.
+    fn send(&mut self, idle: bool) {
+        let counters = &self.setup.counters;
+        let flushed = self.coalescer.flush(&mut self.batch, idle);
+        Counters::add(&counters.batch_messages, flushed.batch_messages);
+        Counters::add(&counters.single_messages, flushed.single_messages);
+        if self.batch.is_empty() {
+            return;
+        }
+        match self.handle.send_all(&mut self.batch) {
+            Ok(_) => self.failing_since = None,
+            Err(err) => {
+                // What failed stays in the batch and goes again next round.
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= SEND_GIVE_UP {
+                    self.fail(err);
+                }
+            }
+        }
+    }
+
+    /// Whether verdicts have failed to go out for so long that the thread, once
+    /// stopping, leaves them to the kernel (which drops those packets when the
+    /// socket closes).
+    fn given_up(&self) -> bool {
+        self.failing_since
+            .is_some_and(|since| since.elapsed() >= SEND_GIVE_UP)
+    }
+
+    /// Adds what the socket layer counted since the last round: system calls,
+    /// failed and retried sends, fallbacks, and what a burst receive skips
+    /// rather than reports.
+    fn add_socket_counters(&mut self) {
+        let core = self.handle.stats();
+        let seen = self.core_seen;
+        let c = &self.setup.counters;
+        Counters::add(&c.recv_calls, core.recv_calls - seen.recv_calls);
+        Counters::add(&c.send_calls, core.send_calls - seen.send_calls);
+        Counters::add(&c.failed_sends, core.failed_sends - seen.failed_sends);
+        Counters::add(&c.send_retries, core.send_retries - seen.send_retries);
+        Counters::add(&c.fallback_drops, core.fallback_drops - seen.fallback_drops);
+        Counters::add(
+            &c.receive_overflows,
+            core.receive_overflows - seen.receive_overflows,
+        );
+        Counters::add(
+            &c.receive_errors,
+            (core.rejected_verdicts + core.malformed) - (seen.rejected_verdicts + seen.malformed),
+        );
+        self.core_seen = core;
+    }
+
+    /// Ends this thread's reading because of `err`, and the whole dispatcher's
+    /// with it. The packets read so far still get their verdicts.
+    fn fail(&mut self, err: Error) {
+        if self.failure.is_none() {
+            self.setup.failures.record(self.setup.slot);
+            self.failure = Some(err);
+        }
+        self.stopping = true;
+        self.setup.stop.stop();
+    }
+
+    /// Gives the default verdict to the packets that are readable now, so that
+    /// stopping does not drop what was already handed over. Reads no more than
+    /// the kernel says are waiting (dispatched ones included), so traffic that
+    /// goes on arriving does not keep the shutdown going.
+    fn drain_with_default(&mut self) {
+        let queue = &mut self.setup.queue;
+        let mut left = match queue.kernel_stats(self.queue_num) {
+            Ok(Some(stats)) => stats.waiting as usize,
+            Ok(None) => 0,
+            Err(_) => SHUTDOWN_DRAIN_MAX,
+        };
+        let default = Verdict::new(queue.default_verdict());
+        let batch = &mut self.batch;
+        while left > 0 {
+            let read = queue.recv_burst(left, |packet| {
+                let view = packet.detach();
+                // A verdict without payload always encodes.
+                let _ = batch.push(view.queue(), view.id(), default.clone());
+            });
+            match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    left = left.saturating_sub(n);
+                    Counters::add(&self.setup.counters.packets, n as u64);
+                    Counters::add(&self.setup.counters.shutdown_defaults, n as u64);
+                }
+            }
+        }
+    }
+
+    /// Sleeps until the socket is readable (when watched), a worker wakes us,
+    /// the stop handle fires (unless stopping already), or, while verdicts
+    /// wait to be sent again, a short pause has passed.
+    fn wait(&mut self) {
+        let waker = &self.setup.waker;
+        waker.prepare_to_sleep();
+        if self.setup.done.is_empty() {
+            Counters::add(&self.setup.counters.polls, 1);
+            let watch_socket = !self.stopping && self.pending.is_empty();
+            let fds = [
+                waker.fd(),
+                if self.stopping {
+                    -1
+                } else {
+                    self.setup.stop.as_raw_fd()
+                },
+                if watch_socket {
+                    self.setup.queue.as_raw_fd()
+                } else {
+                    -1
+                },
+            ];
+            let timeout = (!self.batch.is_empty()).then_some(RESEND_PAUSE);
+            if let Err(err) = poll(fds, timeout) {
+                // Without poll there is no sleeping until woken: pause instead.
+                self.fail(err);
+                std::thread::sleep(RESEND_PAUSE);
+            }
+        }
+        self.setup.waker.awake();
     }
 }
 
-/// Gives the default verdict to the packets that are readable now, so that
-/// stopping does not drop what was already handed over. Reads no more than the
-/// kernel says are waiting (dispatched ones included), so traffic that goes on
-/// arriving does not keep the shutdown going.
-fn drain_with_default(queue: &mut Queue, queue_num: u16, counters: &Counters) {
-    let waiting = match queue.kernel_stats(queue_num) {
-        Ok(Some(stats)) => stats.waiting as usize,
-        Ok(None) => 0,
-        Err(_) => SHUTDOWN_DRAIN_MAX,
-    };
-    for _ in 0..waiting {
-        match queue.try_recv() {
-            // Dropping the packet sends the queue's default verdict.
-            Ok(Some(packet)) => {
-                Counters::add(&counters.packets, 1);
-                Counters::add(&counters.shutdown_defaults, 1);
-                drop(packet);
-            }
-            Ok(None) => return,
-            Err(err) if err.is_recoverable() => {}
-            Err(_) => return,
-        }
-    }
+/// Every worker is gone, which only a bug could cause: the packet is dropped
+/// rather than stranded.
+fn no_workers_left(coalescer: &mut Coalescer, job: &Job) {
+    coalescer.complete(job.id, Verdict::drop());
 }
 
-/// Sleeps until the socket is readable (when watched), a worker wakes us, or
-/// the stop handle fires. Returns true when the stop handle fired.
-fn wait(
-    queue: &Queue,
-    waker: &Waker,
-    stop: &StopHandle,
-    watch_socket: bool,
-    stopping: bool,
-) -> Result<bool> {
-    let mut fds = [
-        libc::pollfd {
-            fd: waker.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: if stopping { -1 } else { stop.as_raw_fd() },
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: if watch_socket { queue.as_raw_fd() } else { -1 },
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+/// Polls `fds` for input (negative ones are ignored) until one is ready or
+/// `timeout` passes.
+fn poll(fds: [libc::c_int; 3], timeout: Option<Duration>) -> Result<()> {
+    let mut pollfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     loop {
-        // SAFETY: `fds` is a valid array of three pollfds (negative fds are ignored).
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        // SAFETY: `pollfds` is a valid array of three pollfds.
+        let rc = unsafe {
+            libc::poll(
+                pollfds.as_mut_ptr(),
+                pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
         if rc >= 0 {
-            return Ok(fds[1].revents != 0);
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

@@ -24,21 +24,33 @@ pub struct DispatchStats {
     pub stopped: u64,
     /// Verdicts that carried a replacement payload.
     pub payloads: u64,
-    /// Packets that got the default verdict because their handler panicked.
+    /// Packets whose handler panicked; they got the
+    /// [`on_panic`](crate::DispatcherBuilder::on_panic) verdict (counted under
+    /// its kind too).
     pub handler_panics: u64,
-    /// Packets that got the default verdict because their handler returned a
-    /// verdict the kernel cannot take (see
+    /// Packets dropped because their handler returned a verdict the kernel
+    /// cannot take (see
     /// [`Verdict::validate`](nfqueue_core::Verdict::validate): an empty payload or
-    /// one over [`MAX_PAYLOAD`](nfqueue_core::MAX_PAYLOAD) bytes).
+    /// one over [`MAX_PAYLOAD`](nfqueue_core::MAX_PAYLOAD) bytes); counted
+    /// under `dropped` too.
     pub invalid_verdicts: u64,
+    /// Packets dropped because the kernel would not take their verdict's
+    /// message from the socket (a payload over the socket's send buffer);
+    /// counted under the verdict the handler gave too.
+    pub fallback_drops: u64,
     /// Packets that got the default verdict at shutdown, unread by a worker.
     pub shutdown_defaults: u64,
     /// Batch verdict messages sent (each settles a run of packets).
     pub batch_messages: u64,
     /// Single verdict messages sent.
     pub single_messages: u64,
-    /// `sendmsg` calls made for verdicts.
+    /// `sendmsg` calls made for verdicts (retries included).
     pub send_calls: u64,
+    /// `sendmsg` calls that failed after their retries; their verdicts stayed
+    /// to be sent again.
+    pub failed_sends: u64,
+    /// `sendmsg` calls tried again after the kernel was short of memory.
+    pub send_retries: u64,
     /// `recv` calls made (including ones that found the socket empty).
     pub recv_calls: u64,
     /// Times a receive thread went to sleep in `poll`.
@@ -93,10 +105,13 @@ counters!(
     payloads,
     handler_panics,
     invalid_verdicts,
+    fallback_drops,
     shutdown_defaults,
     batch_messages,
     single_messages,
     send_calls,
+    failed_sends,
+    send_retries,
     recv_calls,
     polls,
     receive_overflows,

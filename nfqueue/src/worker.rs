@@ -3,7 +3,7 @@
 
 use crate::stats::Counters;
 use crate::wake::Waker;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Select, Sender};
 use nfqueue_core::{PacketView, Verdict, VerdictKind};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -38,10 +38,18 @@ pub struct PanicReport {
     pub packet_id: u32,
     /// The panic message, when it was a string.
     pub message: Option<String>,
+    /// The verdict the packet got instead
+    /// ([`on_panic`](crate::DispatcherBuilder::on_panic)).
+    pub verdict: VerdictKind,
 }
 
 impl PanicReport {
-    fn new(worker: usize, view: &PacketView<'_>, payload: &(dyn Any + Send)) -> Self {
+    fn new(
+        worker: usize,
+        view: &PacketView<'_>,
+        payload: &(dyn Any + Send),
+        verdict: VerdictKind,
+    ) -> Self {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -51,6 +59,7 @@ impl PanicReport {
             queue: view.queue(),
             packet_id: view.id(),
             message,
+            verdict,
         }
     }
 }
@@ -85,35 +94,38 @@ pub(crate) struct ReturnPath {
 }
 
 /// A handler with what it takes to get a verdict out of it safely: a panic is
-/// caught and reported, and a verdict the kernel could not take is replaced,
-/// both by the default verdict.
+/// caught and reported, and a verdict the kernel could not take is replaced.
+/// Neither fallback lets a packet through unless the user chose so.
 pub(crate) struct Judge<H> {
     /// The worker's index (or the queue's slot, when handling inline).
     pub(crate) index: usize,
     pub(crate) handler: H,
-    pub(crate) default: VerdictKind,
+    /// The verdict for a packet whose handler panicked.
+    pub(crate) on_panic: VerdictKind,
     pub(crate) panic_handler: PanicHandler,
     pub(crate) counters: Arc<Counters>,
 }
 
 impl<H: Handler> Judge<H> {
-    /// The verdict for `view`.
+    /// The verdict for `view`, one the kernel can take.
     pub(crate) fn verdict(&mut self, view: &PacketView<'_>) -> Verdict<'static> {
         let handler = &mut self.handler;
         match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(view))) {
-            // A verdict that cannot be encoded would fail in the receive
-            // thread, after the packet left its place in line.
+            // A payload the kernel cannot take (empty, or too long for a
+            // netlink attribute): the packet is dropped, whatever the verdict.
+            // Passing the original bytes could let through what the rewrite
+            // was meant to remove.
             Ok(verdict) if verdict.validate().is_err() => {
                 Counters::add(&self.counters.invalid_verdicts, 1);
-                Verdict::new(self.default)
+                Verdict::drop()
             }
             Ok(verdict) => verdict,
             Err(payload) => {
                 Counters::add(&self.counters.handler_panics, 1);
-                let report = PanicReport::new(self.index, view, payload.as_ref());
+                let report = PanicReport::new(self.index, view, payload.as_ref(), self.on_panic);
                 // A panicking panic handler must not take the thread down.
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| (self.panic_handler)(&report)));
-                Verdict::new(self.default)
+                Verdict::new(self.on_panic)
             }
         }
     }
@@ -121,39 +133,75 @@ impl<H: Handler> Judge<H> {
 
 /// Everything a worker thread needs.
 pub(crate) struct Worker<H> {
-    pub(crate) jobs: Receiver<Job>,
+    /// One channel per receive thread (queue): a queue whose channel is full
+    /// holds only its own jobs, so the worker that takes one of them is sure to
+    /// wake that receive thread with the verdict, and a busy queue cannot crowd
+    /// the others out (a worker picks at random among the channels that hold
+    /// jobs).
+    pub(crate) jobs: Vec<Receiver<Job>>,
     pub(crate) returns: Arc<[ReturnPath]>,
     pub(crate) judge: Judge<H>,
 }
 
 impl<H: Handler> Worker<H> {
     /// Handles jobs until every receive thread has hung up.
-    pub(crate) fn run(mut self) {
-        for job in self.jobs.iter() {
-            let verdict = match PacketView::parse(job.queue, &job.bytes) {
-                Ok(view) => self.judge.verdict(&view),
-                // The receive thread parsed these bytes already.
-                Err(_) => Verdict::new(self.judge.default),
-            };
-            let back = &self.returns[job.slot];
-            // The receive thread lives until it has every verdict it is owed.
-            let _ = back.done.send(Done {
-                id: job.id,
-                verdict,
-                bytes: job.bytes,
-            });
-            back.waker.wake_if_sleeping();
+    pub(crate) fn run(self) {
+        let Worker {
+            jobs,
+            returns,
+            mut judge,
+        } = self;
+        if let [only] = &jobs[..] {
+            for job in only.iter() {
+                handle(&mut judge, &returns, job);
+            }
+            return;
+        }
+        let mut select = Select::new();
+        for input in &jobs {
+            select.recv(input);
+        }
+        let mut open = jobs.len();
+        while open > 0 {
+            let ready = select.select();
+            let index = ready.index();
+            match ready.recv(&jobs[index]) {
+                Ok(job) => handle(&mut judge, &returns, job),
+                Err(_) => {
+                    // That receive thread is done.
+                    select.remove(index);
+                    open -= 1;
+                }
+            }
         }
     }
+}
+
+/// Runs the handler on one job and sends the verdict back to its receive thread.
+fn handle<H: Handler>(judge: &mut Judge<H>, returns: &[ReturnPath], job: Job) {
+    let verdict = match PacketView::parse(job.queue, &job.bytes) {
+        Ok(view) => judge.verdict(&view),
+        // The receive thread parsed these bytes already.
+        Err(_) => Verdict::drop(),
+    };
+    let back = &returns[job.slot];
+    // The receive thread lives until it has every verdict it is owed.
+    let _ = back.done.send(Done {
+        id: job.id,
+        verdict,
+        bytes: job.bytes,
+    });
+    back.waker.wake_if_sleeping();
 }
 
 /// The default panic handler: one line on stderr.
 pub(crate) fn print_panic(report: &PanicReport) {
     eprintln!(
-        "nfqueue: handler panicked on packet {} of queue {} (worker {}): {}; the packet got the default verdict",
+        "nfqueue: handler panicked on packet {} of queue {} (worker {}): {}; the packet got the verdict {:?}",
         report.packet_id,
         report.queue,
         report.worker,
-        report.message.as_deref().unwrap_or("(no message)")
+        report.message.as_deref().unwrap_or("(no message)"),
+        report.verdict,
     );
 }

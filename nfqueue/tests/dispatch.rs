@@ -3,95 +3,16 @@
 
 mod common;
 
-use common::{delivered, queue_udp_counted, udp_data};
+use common::{assert_no_queue_left, balance_udp, delivered, send_flows, udp_data, Collector};
 use nfqueue::net::FlowKey;
 use nfqueue::{DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind};
-use nfqueue_testkit::{counters, traffic, Netns};
+use nfqueue_testkit::{traffic, Netns};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Packets in flight (sent, not yet received) allowed in all: keeps every
-/// buffer on the way from overflowing, so a loss is a bug, not congestion. The
-/// smallest buffer is the receiving UDP socket's, which holds about 270 small
-/// datagrams at the default `rmem_max` (all a user namespace may ask for).
-const WINDOW: u64 = 192;
-
-/// Queues UDP to `dest` from OUTPUT over queues `first..=last`, counting what
-/// leaves after the queue.
-fn balance_udp(dest: SocketAddr, first: u16, last: u16) {
-    let (option, value) = if first == last {
-        ("--queue-num", first.to_string())
-    } else {
-        ("--queue-balance", format!("{first}:{last}"))
-    };
-    queue_udp_counted(dest, &[option, &value]);
-}
-
-/// Collects datagrams (flow = source address, sequence number) until `expected`
-/// arrived or nothing came for a second.
-struct Collector {
-    received: Arc<AtomicU64>,
-    thread: thread::JoinHandle<Vec<(SocketAddr, u64)>>,
-}
-
-impl Collector {
-    fn start(receiver: UdpSocket, expected: u64) -> Self {
-        let received = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&received);
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .unwrap();
-        let thread = thread::spawn(move || {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 2048];
-            while (got.len() as u64) < expected {
-                match receiver.recv_from(&mut buf) {
-                    Ok((len, from)) => {
-                        got.push((from, traffic::seq_of(&buf[..len]).unwrap()));
-                        count.fetch_add(1, Ordering::Release);
-                    }
-                    Err(_) => break,
-                }
-            }
-            got
-        });
-        Collector { received, thread }
-    }
-
-    fn finish(self) -> Vec<(SocketAddr, u64)> {
-        self.thread.join().unwrap()
-    }
-}
-
-/// Sends `per_flow` numbered packets from each of `flows` sockets, round
-/// robin, never more than [`WINDOW`] ahead of the collector.
-fn send_flows(dest: SocketAddr, flows: usize, per_flow: u64, received: &AtomicU64) {
-    // --queue-balance spreads by addresses: each flow has a source address of
-    // its own (127.0.0.2, 127.0.0.3, ...).
-    let senders: Vec<UdpSocket> = (0..flows)
-        .map(|n| traffic::udp_sender(std::net::Ipv4Addr::new(127, 0, 0, 2 + n as u8).into()))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for seq in 0..per_flow {
-        while (seq + 1) * flows as u64 > received.load(Ordering::Acquire) + WINDOW {
-            assert!(
-                Instant::now() < deadline,
-                "the collector stalled at {}",
-                received.load(Ordering::Acquire)
-            );
-            thread::sleep(Duration::from_micros(50));
-        }
-        for sender in &senders {
-            let mut datagram = [0u8; 32];
-            datagram[..8].copy_from_slice(&seq.to_be_bytes());
-            sender.send_to(&datagram, dest).unwrap();
-        }
-    }
-}
 
 #[test]
 fn two_hundred_thousand_packets_over_two_queues_arrive_once_in_flow_order() {
@@ -160,11 +81,13 @@ fn a_panicking_handler_loses_no_packet() {
     let (flows, per_flow) = (4usize, 5_000u64);
     let total = flows as u64 * per_flow;
 
+    // The default verdict stays accept: a panic is answered by on_panic,
+    // which drops unless told otherwise.
     let dispatcher = Dispatcher::builder()
         .queue(3)
         .workers(2)
-        .default_verdict(VerdictKind::Drop)
-        .panic_handler(move |_| {
+        .panic_handler(move |report| {
+            assert_eq!(report.verdict, VerdictKind::Drop);
             reported.fetch_add(1, Ordering::Relaxed);
         })
         .build(|packet: &PacketView<'_>| {
@@ -191,7 +114,7 @@ fn a_panicking_handler_loses_no_packet() {
     );
     assert!(
         got.iter().all(|(_, seq)| seq % 1000 != 999),
-        "the panicking ones got the default verdict (drop)"
+        "the panicking ones got the on_panic verdict (drop)"
     );
     assert_eq!(stats.handler_panics, total / 1000);
     assert_eq!(
@@ -345,18 +268,6 @@ fn verdicts_are_coalesced_under_load_and_a_lone_packet_is_not_delayed() {
     assert_no_queue_left(&[7]);
 }
 
-/// After a dispatcher is joined, its sockets are closed and the kernel lists
-/// none of its queues, so no packet can wait in them.
-fn assert_no_queue_left(queues: &[u16]) {
-    for &queue in queues {
-        assert_eq!(
-            counters::queue_line(queue),
-            None,
-            "queue {queue} still bound"
-        );
-    }
-}
-
 #[test]
 fn handlers_on_the_receive_threads_keep_order_and_lose_nothing() {
     let ns = Netns::new();
@@ -371,7 +282,7 @@ fn handlers_on_the_receive_threads_keep_order_and_lose_nothing() {
     let dispatcher = Dispatcher::builder()
         .queues(8..=9)
         .workers(0)
-        .default_verdict(VerdictKind::Drop)
+        .on_panic(VerdictKind::Drop)
         .panic_handler(|_| {})
         .build_with(|queue_index| {
             let mut seen = 0u64;
@@ -416,4 +327,46 @@ fn handlers_on_the_receive_threads_keep_order_and_lose_nothing() {
     assert_eq!(delivered(), expected);
     assert!(stats.messages_per_packet() < 1.0, "coalesced: {stats:?}");
     assert_no_queue_left(&[8, 9]);
+}
+
+/// `on_panic` picks the verdict of a packet whose handler panicked, whatever
+/// the default verdict: here accept, for a monitor that must never cut traffic.
+#[test]
+fn on_panic_decides_what_a_panicking_handler_leaves() {
+    let ns = Netns::new();
+    ns.enter();
+    let udp = traffic::udp_pair_v4();
+    balance_udp(udp.dest(), 10, 10);
+    let reports = Arc::new(AtomicU64::new(0));
+    let reported = Arc::clone(&reports);
+    let dispatcher = Dispatcher::builder()
+        .queue(10)
+        .workers(1)
+        .default_verdict(VerdictKind::Drop)
+        .on_panic(VerdictKind::Accept)
+        .panic_handler(move |report| {
+            assert_eq!(report.verdict, VerdictKind::Accept);
+            reported.fetch_add(1, Ordering::Relaxed);
+        })
+        .build(|packet: &PacketView<'_>| {
+            let seq = traffic::seq_of(udp_data(packet)).unwrap();
+            assert!(seq % 2 == 1, "panic on even numbers");
+            Verdict::drop()
+        })
+        .unwrap();
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 10, 16);
+    let arrived: Vec<u64> =
+        traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 20)
+            .iter()
+            .map(|d| traffic::seq_of(d).unwrap())
+            .collect();
+    let stats = dispatcher.stop_and_join().unwrap();
+    assert_eq!(arrived, vec![0, 2, 4, 6, 8], "the panicking ones passed");
+    assert_eq!(
+        (stats.handler_panics, stats.accepted, stats.dropped),
+        (5, 5, 5)
+    );
+    assert_eq!(reports.load(Ordering::Relaxed), 5);
+    assert_eq!(delivered(), 5);
+    assert_no_queue_left(&[10]);
 }

@@ -298,10 +298,11 @@ fn a_killed_consumer_without_queue_bypass_drops_traffic() {
 
 /// Handler verdicts the kernel cannot take (an empty payload, which it would
 /// take silently and drop the packet; one over the maximum, which a netlink
-/// attribute cannot carry) get the default verdict, are counted, and the
-/// receive thread goes on.
+/// attribute cannot carry) drop the packet, are counted, and the receive
+/// thread goes on. A drop stays a drop; an accept meant to replace the packet
+/// does not let the original through. Never the default verdict (accept).
 #[test]
-fn verdicts_the_kernel_cannot_take_get_the_default_verdict() {
+fn verdicts_the_kernel_cannot_take_drop_the_packet() {
     let _ns = enter_new_netns();
     let udp = traffic::udp_pair_v4();
     queue_udp(udp.dest(), 6, false);
@@ -310,18 +311,28 @@ fn verdicts_the_kernel_cannot_take_get_the_default_verdict() {
         .workers(2)
         .build(|packet: &PacketView<'_>| match udp_data(packet) {
             b"empty" => Verdict::accept().with_payload(Vec::new()),
-            b"huge" => Verdict::drop().with_payload(vec![0x45; MAX_PAYLOAD + 1]),
+            b"huge drop" => Verdict::drop().with_payload(vec![0x45; MAX_PAYLOAD + 1]),
+            b"huge accept" => Verdict::accept().with_payload(vec![0x45; MAX_PAYLOAD + 1]),
             _ => Verdict::accept(),
         })
         .unwrap();
-    for data in [&b"empty"[..], b"huge"] {
+    for data in [&b"empty"[..], b"huge drop", b"huge accept"] {
         udp.sender.send_to(data, udp.dest()).unwrap();
-        assert_eq!(arrivals(&udp.receiver, 2), vec![data.to_vec()]);
+        assert_eq!(
+            arrivals(&udp.receiver, 2),
+            Vec::<Vec<u8>>::new(),
+            "{data:?}"
+        );
         assert_flows(&udp, 2);
     }
     let stats = dispatcher.stop_and_join().unwrap();
-    assert_eq!(stats.invalid_verdicts, 2, "{stats:?}");
-    assert_eq!((stats.accepted, stats.payloads), (6, 0), "{stats:?}");
+    assert_eq!(stats.invalid_verdicts, 3, "{stats:?}");
+    assert_eq!(
+        (stats.accepted, stats.dropped, stats.payloads),
+        (6, 3, 0),
+        "{stats:?}"
+    );
+    assert_eq!(delivered(), 6);
     counters::assert_queue_drained(6);
 }
 

@@ -1,0 +1,366 @@
+//! The dispatcher never stalls a queue and `join` always returns, against the
+//! real kernel: a flood on one queue beside a trickle on another with tiny
+//! channels, parked jobs with many queues and channels of one, and a queue
+//! whose socket dies.
+
+mod common;
+
+use common::{assert_no_queue_left, balance_udp, send_flows, Collector};
+use nfqueue::net::FlowKey;
+use nfqueue::{Dispatcher, Error, PacketView, Verdict};
+use nfqueue_testkit::{counters, iptables, traffic, Netns};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The longest a trickle packet may take from send to arrival while another
+/// queue is flooded. A worker picks at random among the queues with jobs, so
+/// a trickle packet waits for a handful of 100 µs handler calls; the bound
+/// leaves room for a loaded 2-core machine. Before each queue had channels of
+/// its own, such packets never arrived.
+const TRICKLE_BOUND: Duration = Duration::from_millis(250);
+
+/// Queues UDP to `dest` from OUTPUT to queue `queue`, and counts what passes
+/// the queue in mangle POSTROUTING under `comment`.
+fn queue_port(dest: SocketAddr, queue: u16, comment: &str) {
+    let port = dest.port().to_string();
+    let num = queue.to_string();
+    iptables([
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        &port,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        &num,
+    ]);
+    iptables([
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-p",
+        "udp",
+        "--dport",
+        &port,
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+    ]);
+}
+
+/// A thread that sends small datagrams to `dest` as fast as the socket takes
+/// them, until stopped (at most 20 s or 20 million).
+struct Flood {
+    running: Arc<AtomicBool>,
+    thread: JoinHandle<u64>,
+}
+
+impl Flood {
+    fn start(dest: SocketAddr) -> Flood {
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&running);
+        let thread = thread::spawn(move || {
+            let socket = traffic::udp_sender(dest.ip());
+            // Never blocked by a full send buffer, so a stop is seen at once.
+            socket.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut sent = 0u64;
+            while flag.load(Ordering::Relaxed) && Instant::now() < deadline && sent < 20_000_000 {
+                match socket.send_to(&[0u8; 32], dest) {
+                    Ok(_) => sent += 1,
+                    Err(_) => thread::sleep(Duration::from_micros(50)),
+                }
+            }
+            sent
+        });
+        Flood { running, thread }
+    }
+
+    /// Stops the flood; returns how many datagrams it sent.
+    fn stop(self) -> u64 {
+        self.running.store(false, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Sends `count` numbered datagrams (from `first` on) to the receiver of
+/// `udp`, one every 5 ms, and returns how long each took to arrive (`None`
+/// for those that did not arrive within a second after the last was sent).
+fn trickle(udp: &traffic::UdpPair, first: u64, count: u64) -> Vec<Option<Duration>> {
+    let receiver = udp.receiver.try_clone().unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let collector = thread::spawn(move || {
+        let mut arrived = HashMap::new();
+        let mut buf = [0u8; 64];
+        let deadline = Instant::now() + Duration::from_millis(5 * count + 1000);
+        while (arrived.len() as u64) < count && Instant::now() < deadline {
+            if let Ok(len) = receiver.recv(&mut buf) {
+                arrived.insert(traffic::seq_of(&buf[..len]).unwrap(), Instant::now());
+            }
+        }
+        arrived
+    });
+    let mut sent = Vec::new();
+    for seq in first..first + count {
+        sent.push(Instant::now());
+        udp.sender.send_to(&seq.to_be_bytes(), udp.dest()).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    let arrived = collector.join().unwrap();
+    (first..first + count)
+        .zip(sent)
+        .map(|(seq, at)| arrived.get(&seq).map(|t| t.duration_since(at)))
+        .collect()
+}
+
+/// Asserts that every trickle packet arrived within [`TRICKLE_BOUND`].
+fn assert_within_bound(what: &str, latencies: &[Option<Duration>]) {
+    let lost = latencies.iter().filter(|l| l.is_none()).count();
+    assert_eq!(
+        lost,
+        0,
+        "{what}: {lost} of {} never arrived",
+        latencies.len()
+    );
+    let mut sorted: Vec<Duration> = latencies.iter().flatten().copied().collect();
+    sorted.sort();
+    let (median, max) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
+    eprintln!(
+        "{what}: {} packets, median {median:?}, max {max:?}",
+        sorted.len()
+    );
+    assert!(max <= TRICKLE_BOUND, "{what}: one took {max:?}");
+}
+
+/// Two queues, tiny channels, a slow handler: a flood on queue 1 and a packet
+/// every 5 ms on queue 0. Every queue-0 packet arrives within the bound, while
+/// the flood lasts and after it; then the dispatcher stops under the flood
+/// within 2 s, and no queue is left.
+fn flood_beside_trickle(workers: usize, flow: Option<FlowKey>) {
+    let ns = Netns::new();
+    ns.enter();
+    let calm = traffic::udp_pair_v4();
+    let busy = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let busy_dest = busy.local_addr().unwrap();
+    queue_port(calm.dest(), 0, "calm");
+    queue_port(busy_dest, 1, "busy");
+    let mut builder = Dispatcher::builder()
+        .queues(0..=1)
+        .workers(workers)
+        .channel_capacity(8);
+    if let Some(key) = flow {
+        builder = builder.flow_affinity(key);
+    }
+    let dispatcher = builder
+        .build(|_: &PacketView<'_>| {
+            thread::sleep(Duration::from_micros(100));
+            Verdict::accept()
+        })
+        .unwrap();
+
+    let flood = Flood::start(busy_dest);
+    thread::sleep(Duration::from_millis(100));
+    assert_within_bound("beside the flood", &trickle(&calm, 0, 100));
+    let during = dispatcher.stats();
+    assert!(
+        during.backpressure_waits > 0,
+        "the flood filled its channel: {during:?}"
+    );
+    let flooded = flood.stop();
+    thread::sleep(Duration::from_millis(200));
+    assert_within_bound("after the flood", &trickle(&calm, 100, 40));
+
+    let flood = Flood::start(busy_dest);
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let stats = dispatcher.stop_and_join().unwrap();
+    let took = started.elapsed();
+    flood.stop();
+    eprintln!("stopped in {took:?} after {flooded} flood datagrams: {stats:?}");
+    assert!(took < Duration::from_secs(2), "join took {took:?}");
+    assert_no_queue_left(&[0, 1]);
+    assert_eq!(
+        stats.accepted + stats.shutdown_defaults,
+        stats.packets,
+        "every packet read got its verdict: {stats:?}"
+    );
+    assert_eq!(
+        counters::rule_packets("iptables", "mangle", "POSTROUTING", "calm"),
+        140
+    );
+}
+
+#[test]
+fn a_flooded_queue_does_not_stall_another_on_a_shared_worker() {
+    flood_beside_trickle(1, None);
+}
+
+/// Hashed by addresses only, the flood and the trickle (both from 127.0.0.1 to
+/// itself) go to the same one of the two workers: the worst case.
+#[test]
+fn a_flooded_queue_does_not_stall_another_with_flow_affinity() {
+    flood_beside_trickle(2, Some(FlowKey::Addresses));
+}
+
+/// Three queues, two workers and channels of one packet: jobs park all the
+/// time, and every one of them still goes out.
+fn channels_of_one(flow: Option<FlowKey>) {
+    let ns = Netns::new();
+    ns.enter();
+    let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let dest = receiver.local_addr().unwrap();
+    balance_udp(dest, 0, 2);
+    let mut builder = Dispatcher::builder()
+        .queues(0..=2)
+        .workers(2)
+        .channel_capacity(1);
+    if let Some(key) = flow {
+        builder = builder.flow_affinity(key);
+    }
+    let dispatcher = builder
+        .build(|_: &PacketView<'_>| Verdict::accept())
+        .unwrap();
+    let (flows, per_flow) = (12usize, 2_000u64);
+    let total = flows as u64 * per_flow;
+    let collector = Collector::start(receiver, total);
+    send_flows(dest, flows, per_flow, &collector.received);
+    let got = collector.finish();
+    let stats = dispatcher.stop_and_join().unwrap();
+
+    assert_eq!(got.len() as u64, total, "every packet arrived: {stats:?}");
+    let mut seqs: HashMap<SocketAddr, Vec<u64>> = HashMap::new();
+    for (from, seq) in got {
+        seqs.entry(from).or_default().push(seq);
+    }
+    for (from, mut seqs) in seqs {
+        if flow.is_none() {
+            seqs.sort_unstable();
+        }
+        assert_eq!(seqs, (0..per_flow).collect::<Vec<_>>(), "flow {from}");
+    }
+    assert!(stats.backpressure_waits > 0, "jobs were parked: {stats:?}");
+    assert_eq!((stats.packets, stats.accepted), (total, total));
+    assert_no_queue_left(&[0, 1, 2]);
+}
+
+#[test]
+fn parked_jobs_go_out_with_channels_of_one() {
+    channels_of_one(None);
+}
+
+#[test]
+fn parked_jobs_go_out_with_channels_of_one_and_flow_affinity() {
+    channels_of_one(Some(FlowKey::FiveTuple));
+}
+
+/// The descriptor, in this process, of the socket that bound `queue`: found by
+/// its netlink port id in /proc/thread-self/net/netlink.
+fn socket_fd_of_queue(queue: u16) -> RawFd {
+    let portid = counters::queue_line(queue)
+        .expect("the queue is bound")
+        .peer_portid
+        .to_string();
+    let table = fs::read_to_string("/proc/thread-self/net/netlink").unwrap();
+    // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode; NETLINK_NETFILTER is 12.
+    let inode = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 10 && f[1] == "12" && f[2] == portid)
+        .map(|f| f[9].to_string())
+        .expect("the socket is listed");
+    let target = format!("socket:[{inode}]");
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let link = fs::read_link(entry.path()).ok()?;
+            (link.to_str() == Some(&target)).then(|| entry.file_name().to_str()?.parse().ok())?
+        })
+        .next()
+        .expect("the socket is one of ours")
+}
+
+/// Queue 1's socket dies under the dispatcher (its descriptor now names
+/// /dev/null, while a copy keeps the socket and its packets in the kernel).
+/// Its receive thread fails, and that stops the dispatcher: queue 0's thread,
+/// joined first, ends too, its packets all given their verdicts, and `join`
+/// returns the failure.
+#[test]
+fn a_queue_whose_socket_dies_stops_the_dispatcher_and_join_returns_its_error() {
+    let ns = Netns::new();
+    ns.enter();
+    let healthy = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let dying = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let (healthy_dest, dying_dest) = (healthy.local_addr().unwrap(), dying.local_addr().unwrap());
+    queue_port(healthy_dest, 0, "healthy");
+    queue_port(dying_dest, 1, "dying");
+    let handled = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let dispatcher = Dispatcher::builder()
+        .queues(0..=1)
+        .workers(2)
+        .build({
+            let handled = Arc::clone(&handled);
+            move |packet: &PacketView<'_>| {
+                handled[usize::from(packet.queue())].fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_micros(20));
+                Verdict::accept()
+            }
+        })
+        .unwrap();
+    let (floods, kept) = {
+        let floods = [Flood::start(healthy_dest), Flood::start(dying_dest)];
+        thread::sleep(Duration::from_millis(200));
+        let fd = socket_fd_of_queue(1);
+        // SAFETY: dup of a descriptor the dispatcher keeps open; the copy is
+        // owned here.
+        let kept = unsafe { OwnedFd::from_raw_fd(libc::dup(fd)) };
+        let null = File::open("/dev/null").unwrap();
+        // SAFETY: dup2 onto a descriptor the dispatcher owns: it stays open,
+        // naming /dev/null, and the dispatcher closes it in the end.
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), fd) }, fd);
+        (floods, kept)
+    };
+    let (joined, join_result) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = joined.send(dispatcher.join());
+    });
+    let result = join_result
+        .recv_timeout(Duration::from_secs(5))
+        .expect("join did not return");
+    for flood in floods {
+        flood.stop();
+    }
+    match result {
+        Err(Error::Sys { op, source }) => {
+            assert_eq!(op, "recvmmsg");
+            assert_eq!(source.raw_os_error(), Some(libc::ENOTSOCK));
+        }
+        other => panic!("expected the dead socket's error, got {other:?}"),
+    }
+    // The healthy queue's socket is closed, and every packet it read passed.
+    assert_eq!(counters::queue_line(0), None);
+    let handled_healthy = handled[0].load(Ordering::Relaxed);
+    assert!(handled_healthy > 0);
+    let passed = counters::rule_packets("iptables", "mangle", "POSTROUTING", "healthy");
+    assert!(
+        passed >= handled_healthy,
+        "{passed} passed, {handled_healthy} handled"
+    );
+    // The dead one's packets wait in the kernel until its last copy closes.
+    assert!(counters::queue_line(1).is_some());
+    drop(kept);
+    assert_no_queue_left(&[1]);
+}
