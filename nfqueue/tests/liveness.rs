@@ -11,7 +11,7 @@ use nfqueue::{Dispatcher, Error, PacketView, Verdict};
 use nfqueue_testkit::{counters, iptables, traffic, Netns};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
