@@ -21,10 +21,12 @@ usage: cargo xtask <command>
 
 commands:
   prereqs                      check (and as root on Debian, install) system packages
-  test-netns [--no-userns] [-- <cargo test args>]
+  test-netns [--no-userns] [--require-userns] [-- <cargo test args>]
                                run the workspace tests against the kernel: as root, then
                                as user nobody in a user+net namespace (skipped with
-                               --no-userns); as an ordinary user, in a user+net namespace
+                               --no-userns, or, with the reason, where user namespaces
+                               are refused, unless --require-userns); as an ordinary
+                               user, in a user+net namespace
   demo [nfq-dump|print_and_accept]
                                run an example (default nfq-dump) on real traffic in a
                                throwaway network namespace

@@ -19,6 +19,9 @@ const NOBODY: &str = "65534";
 /// What the command line asked for.
 struct Args {
     no_userns: bool,
+    /// A user-namespace pass that cannot run fails the run, rather than being
+    /// skipped with the reason.
+    require_userns: bool,
     /// Arguments for `cargo test` (before a second `--`).
     cargo: Vec<String>,
     /// Arguments for the test binaries (after a second `--`).
@@ -39,6 +42,7 @@ impl Args {
 fn parse(args: &[String]) -> Result<Args> {
     let mut parsed = Args {
         no_userns: false,
+        require_userns: false,
         cargo: Vec::new(),
         libtest: Vec::new(),
     };
@@ -46,6 +50,7 @@ fn parse(args: &[String]) -> Result<Args> {
     for arg in it.by_ref() {
         match arg.as_str() {
             "--no-userns" => parsed.no_userns = true,
+            "--require-userns" => parsed.require_userns = true,
             "--" => break,
             other => return Err(format!("test-netns: unknown option `{other}`").into()),
         }
@@ -60,7 +65,12 @@ struct Pass {
     name: &'static str,
     counts: Counts,
     code: u8,
+    /// Why the pass did not run, when it was skipped.
+    skipped: Option<String>,
 }
+
+/// The name of the second pass, run as root.
+const NOBODY_PASS: &str = "nobody, user+net namespace";
 
 pub fn run(args: &[String]) -> Result<u8> {
     let args = parse(args)?;
@@ -76,20 +86,10 @@ pub fn run(args: &[String]) -> Result<u8> {
             name: "root",
             counts,
             code: exit_code(status),
+            skipped: None,
         });
         if !args.no_userns {
-            // A failure here (no user namespaces, build error) still shows the summary.
-            let pass = check_userns(true)
-                .and_then(|()| load_modules())
-                .and_then(|()| nobody_pass(&root, &args));
-            passes.push(pass.unwrap_or_else(|e| {
-                eprintln!("xtask: error: {e}");
-                Pass {
-                    name: "nobody, user+net namespace",
-                    counts: Counts::default(),
-                    code: 1,
-                }
-            }));
+            passes.push(userns_pass(&root, &args));
         }
     } else {
         // Build (and fetch) outside the namespace, which has no network.
@@ -116,10 +116,15 @@ pub fn run(args: &[String]) -> Result<u8> {
             name: "user+net namespace",
             counts,
             code: exit_code(status),
+            skipped: None,
         });
     }
 
     for pass in &passes {
+        if let Some(why) = &pass.skipped {
+            println!("test-netns ({}): SKIPPED: {why}", pass.name);
+            continue;
+        }
         let status = match pass.code {
             0 => String::new(),
             code => format!(" (exit status {code})"),
@@ -134,6 +139,47 @@ pub fn run(args: &[String]) -> Result<u8> {
     let failed: u64 = passes.iter().map(|p| p.counts.failed).sum();
     println!("test-netns: {passed} passed, {failed} failed");
     Ok(passes.iter().map(|p| p.code).find(|&c| c != 0).unwrap_or(0))
+}
+
+/// The second pass as root: the test binaries as user nobody inside a user+net
+/// namespace. Where unprivileged user namespaces are refused (AppArmor on
+/// Ubuntu 23.10 and later, a chroot, a sysctl), it is skipped with the reason
+/// and what to change, unless `--require-userns` makes that a failure.
+fn userns_pass(root: &Path, args: &Args) -> Pass {
+    if let Err(why) = check_userns(true) {
+        return cannot_run(why.to_string(), args.require_userns);
+    }
+    // A failure from here on (a build error, modules) still shows the summary.
+    load_modules()
+        .and_then(|()| nobody_pass(root, args))
+        .unwrap_or_else(|e| failed_pass(&e.to_string()))
+}
+
+/// The user-namespace pass that cannot run for `why`: skipped, or with
+/// `required`, failed.
+fn cannot_run(why: String, required: bool) -> Pass {
+    if required {
+        return failed_pass(&format!("{why} (--require-userns: not skipped)"));
+    }
+    eprintln!("xtask: the user-namespace pass cannot run here: {why}");
+    eprintln!("xtask: skipping it; the root pass stands (--require-userns makes this fatal)");
+    Pass {
+        name: NOBODY_PASS,
+        counts: Counts::default(),
+        code: 0,
+        skipped: Some(why),
+    }
+}
+
+/// The user-namespace pass, failed for `why`.
+fn failed_pass(why: &str) -> Pass {
+    eprintln!("xtask: error: {why}");
+    Pass {
+        name: NOBODY_PASS,
+        counts: Counts::default(),
+        code: 1,
+        skipped: None,
+    }
 }
 
 /// Adds the user's arguments; `--no-fail-fast` so that one failing test binary does
@@ -166,7 +212,11 @@ fn check_userns(as_nobody: bool) -> Result<()> {
             .into());
     }
     if max.as_deref() == Some("0") {
-        return Err("user namespaces are disabled (sysctl user.max_user_namespaces=0)".into());
+        return Err(
+            "user namespaces are disabled (sysctl user.max_user_namespaces=0; \
+                    allow them with sysctl -w user.max_user_namespaces=15000)"
+                .into(),
+        );
     }
     let mut probe = unprivileged(as_nobody);
     probe.args(["--user", "--map-root-user", "--net", "true"]);
@@ -174,12 +224,21 @@ fn check_userns(as_nobody: bool) -> Result<()> {
         let hint = if apparmor.as_deref() == Some("1") {
             " (AppArmor restricts unprivileged user namespaces: \
              sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+        } else if in_chroot() {
+            " (the kernel refuses user namespaces inside a chroot: run outside it)"
         } else {
             ""
         };
         return Err(format!("cannot create a user+net namespace unprivileged{hint}").into());
     }
     Ok(())
+}
+
+/// Whether this process runs inside a chroot: its root is not that of PID 1.
+fn in_chroot() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    matches!((id("/"), id("/proc/1/root/")), (Some(ours), Some(init)) if ours != init)
 }
 
 /// `unshare`, run as nobody when asked (setpriv drops uid, gid and groups; its
@@ -296,9 +355,10 @@ fn nobody_pass(root: &Path, args: &Args) -> Result<Pass> {
         }
     }
     Ok(Pass {
-        name: "nobody, user+net namespace",
+        name: NOBODY_PASS,
         counts,
         code,
+        skipped: None,
     })
 }
 
@@ -363,13 +423,32 @@ mod tests {
 
     #[test]
     fn splits_cargo_and_libtest_args() {
-        let args: Vec<String> = ["--no-userns", "--", "-p", "x", "--", "--nocapture"]
-            .map(String::from)
-            .into();
+        let args: Vec<String> = [
+            "--no-userns",
+            "--require-userns",
+            "--",
+            "-p",
+            "x",
+            "--",
+            "--nocapture",
+        ]
+        .map(String::from)
+        .into();
         let a = parse(&args).unwrap();
-        assert!(a.no_userns);
+        assert!(a.no_userns && a.require_userns);
         assert_eq!(a.cargo, ["-p", "x"]);
         assert_eq!(a.libtest, ["--nocapture"]);
         assert!(parse(&["--bogus".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_user_namespace_pass_that_cannot_run_is_skipped_unless_required() {
+        let skipped = cannot_run("refused".into(), false);
+        assert_eq!(
+            (skipped.code, skipped.skipped.as_deref()),
+            (0, Some("refused"))
+        );
+        let failed = cannot_run("refused".into(), true);
+        assert_eq!((failed.code, failed.skipped), (1, None));
     }
 }
