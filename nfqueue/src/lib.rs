@@ -28,6 +28,23 @@
 //! the handler itself, on the packet as it lies in its buffer: the fastest way
 //! for cheap handlers, spread over cores with several queues.
 //!
+//! Each queue reaches the workers through channels of its own (one that all
+//! workers read, or with [flow affinity](DispatcherBuilder::flow_affinity) one
+//! per worker), and a worker takes its next packet at random among the queues
+//! that have some. A flood on one queue therefore cannot hold back another
+//! queue's packets, and a receive thread whose channel is full waits only for
+//! its own packets, whose verdicts wake it.
+//!
+//! # What a packet gets when things go wrong
+//! Nothing lets a packet through that the handler or the builder did not
+//! choose: a handler that panics gives its packet the
+//! [`on_panic`](DispatcherBuilder::on_panic) verdict (drop unless changed); a
+//! verdict with a payload the kernel cannot take drops the packet; a queue that
+//! fails stops the dispatcher, after its packets got their verdicts where the
+//! socket still takes them (the kernel drops the rest when it closes). The
+//! [`default_verdict`](DispatcherBuilder::default_verdict) (accept unless
+//! changed) only answers packets read while stopping.
+//!
 //! # Verdict coalescing
 //! A receive thread reads up to 16 datagrams per `recvmmsg` and keeps the
 //! packets it dispatched in order. Whenever the verdicts of a run at the front
