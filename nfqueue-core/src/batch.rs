@@ -223,7 +223,7 @@ impl VerdictHandle {
     /// unsent: it would settle that packet as well, with its own verdict.
     ///
     /// # Errors
-    /// The first [`Error::Sys`] of a message left in `batch`; every other
+    /// The first [`Error::Sys`](crate::Error::Sys) of a message left in `batch`; every other
     /// message was sent and removed. A message the kernel refuses (e.g. a
     /// stale id) is reported later by the receive call, as for single
     /// verdicts; the others still apply.
