@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_no_queue_left, balance_udp, delivered, send_flows, udp_data, Collector};
+use common::{
+    assert_no_queue_left, balance_udp, delivered, send_flows, udp_data, wait_for_verdicts,
+    Collector,
+};
 use nfqueue::net::FlowKey;
 use nfqueue::{DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind};
 use nfqueue_testkit::{traffic, Netns};
@@ -105,6 +108,7 @@ fn a_panicking_handler_loses_no_packet() {
     // runs up to 20 packets further ahead: still far from any limit.
     send_flows(dest, flows, per_flow, &collector.received);
     let got = collector.finish();
+    wait_for_verdicts(&dispatcher, total);
     let stats = dispatcher.stop_and_join().unwrap();
 
     assert_eq!(
@@ -302,6 +306,7 @@ fn handlers_on_the_receive_threads_keep_order_and_lose_nothing() {
     let collector = Collector::start(receiver, expected);
     send_flows(dest, flows, per_flow, &collector.received);
     let got = collector.finish();
+    wait_for_verdicts(&dispatcher, total);
     let stats = dispatcher.stop_and_join().unwrap();
 
     assert_eq!(got.len() as u64, expected);

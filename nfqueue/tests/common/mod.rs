@@ -138,3 +138,23 @@ pub fn assert_no_queue_left(queues: &[u16]) {
         );
     }
 }
+
+/// Waits (at most 10 s) until the dispatcher has given `total` verdicts, so
+/// that a test stops it only after the last packets sent were handled: a
+/// packet still unread at the stop gets the default verdict instead, and
+/// counts of what the handler did would race with the stop.
+pub fn wait_for_verdicts(dispatcher: &nfqueue::Dispatcher, total: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = dispatcher.stats();
+        let given = s.accepted + s.dropped + s.repeated + s.requeued + s.stopped;
+        if given >= total {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{given} of {total} verdicts given: {s:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
