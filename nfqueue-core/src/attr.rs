@@ -1,6 +1,6 @@
 //! Netlink attributes (TLVs): a bounds-checked walk and a table by attribute kind.
 
-use crate::message::MalformedError;
+use crate::error::MalformedError;
 
 /// Size of `struct nlattr`.
 pub(crate) const NLA_HDRLEN: usize = 4;

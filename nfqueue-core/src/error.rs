@@ -118,7 +118,7 @@ pub enum Error {
 
     /// A message from the kernel is malformed.
     #[error("malformed netlink message: {0}")]
-    Malformed(#[from] crate::message::MalformedError),
+    Malformed(#[from] MalformedError),
 
     /// The file descriptor given is not a NETLINK_NETFILTER socket.
     #[error("file descriptor {fd} is not a netlink netfilter socket")]
@@ -171,12 +171,113 @@ impl Error {
     }
 }
 
-/// Lets `?` pass an [`Error`] up through functions that return `io::Result`.
+impl Error {
+    /// The errno behind this error, where the kernel gave one: the error of a
+    /// failed system call or of a request or verdict the kernel refused, and
+    /// `EPERM`, `EBUSY` or `ENOBUFS` for the errors made from them.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Sys { source, .. }
+            | Error::Config { source, .. }
+            | Error::VerdictRejected { source, .. }
+            | Error::Netns { source, .. } => source.raw_os_error(),
+            Error::PermissionDenied { .. } | Error::QueueTaken { .. } => Some(libc::EPERM),
+            Error::AlreadyBound { .. } => Some(libc::EBUSY),
+            Error::ReceiveOverflow => Some(libc::ENOBUFS),
+            _ => None,
+        }
+    }
+
+    /// The [`io::ErrorKind`] that fits this error.
+    pub fn kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as Kind;
+        match self {
+            Error::Sys { source, .. }
+            | Error::Config { source, .. }
+            | Error::VerdictRejected { source, .. }
+            | Error::Netns { source, .. } => source.kind(),
+            Error::PermissionDenied { .. } => Kind::PermissionDenied,
+            Error::QueueTaken { .. } => Kind::AddrInUse,
+            Error::AlreadyBound { .. } => Kind::AlreadyExists,
+            Error::NotBound { .. } => Kind::NotFound,
+            Error::NoAck { .. } => Kind::TimedOut,
+            Error::ReceiveOverflow => Kind::OutOfMemory,
+            Error::PayloadTooLarge { .. }
+            | Error::EmptyPayload
+            | Error::InvalidArgument(_)
+            | Error::NotNetfilterSocket { .. } => Kind::InvalidInput,
+            Error::Malformed(_) => Kind::InvalidData,
+            Error::Stopped => Kind::Interrupted,
+        }
+    }
+}
+
+/// Lets `?` pass an [`Error`] up through functions that return `io::Result`,
+/// with the [`kind`](Error::kind) that fits it; a failed system call becomes
+/// its own `io::Error`, errno included.
 impl From<Error> for io::Error {
     fn from(err: Error) -> Self {
         match err {
             Error::Sys { source, .. } => source,
-            other => io::Error::other(other),
+            other => io::Error::new(other.kind(), other),
         }
+    }
+}
+
+/// Why bytes from the kernel could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedError {
+    /// A structure is cut short.
+    #[error("{what} truncated: needs {needed} bytes, got {got}")]
+    Truncated {
+        /// The structure that is cut short.
+        what: &'static str,
+        /// Bytes it needs.
+        needed: usize,
+        /// Bytes there are.
+        got: usize,
+    },
+    /// A packet message lacks its `NFQA_PACKET_HDR` attribute.
+    #[error("packet message without NFQA_PACKET_HDR")]
+    MissingPacketHeader,
+    /// A datagram was longer than the receive buffer; its tail was cut off.
+    #[error("datagram of {len} bytes did not fit the receive buffer of {capacity} bytes")]
+    DatagramTooLarge {
+        /// The datagram's length.
+        len: usize,
+        /// The buffer's capacity.
+        capacity: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_the_kind_and_the_errno() {
+        let denied: io::Error = Error::PermissionDenied {
+            op: "binding a queue",
+        }
+        .into();
+        assert_eq!(denied.kind(), io::ErrorKind::PermissionDenied);
+        let taken = Error::QueueTaken {
+            queue: 3,
+            owner_portid: 7,
+        };
+        assert_eq!(taken.raw_os_error(), Some(libc::EPERM));
+        assert_eq!(io::Error::from(taken).kind(), io::ErrorKind::AddrInUse);
+        let sys = Error::Sys {
+            op: "recv",
+            source: io::Error::from_raw_os_error(libc::EBADF),
+        };
+        assert_eq!(sys.raw_os_error(), Some(libc::EBADF));
+        assert_eq!(io::Error::from(sys).raw_os_error(), Some(libc::EBADF));
+        assert_eq!(Error::EmptyPayload.raw_os_error(), None);
+        assert_eq!(
+            io::Error::from(Error::EmptyPayload).kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }

@@ -29,7 +29,6 @@
 
 mod attr;
 mod batch;
-mod burst;
 mod config;
 mod deferred;
 mod error;
@@ -40,6 +39,7 @@ mod message;
 mod netns;
 mod packet;
 mod queue;
+mod recv_buffer;
 mod retry;
 mod socket;
 mod stats;
@@ -51,15 +51,15 @@ pub mod net;
 
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;
-pub use burst::BURST_LEN;
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_COPY_RANGE};
 pub use deferred::{OwnedPacket, PendingVerdict};
-pub use error::{Error, Result};
+pub use error::{Error, MalformedError, Result};
 pub use handle::VerdictHandle;
 pub use ifname::InterfaceName;
-pub use message::MalformedError;
+
 pub use packet::Packet;
-pub use queue::{Queue, RECV_BUFFER_LEN};
+pub use queue::Queue;
+pub use recv_buffer::{BURST_LEN, RECV_BUFFER_LEN};
 pub use stats::{QueueStats, Stats};
 pub use stop::StopHandle;
 pub use verdict::{Verdict, VerdictKind, MAX_PAYLOAD};

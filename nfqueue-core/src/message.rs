@@ -2,6 +2,7 @@
 //! error or acknowledgement messages for earlier requests.
 
 use crate::attr::{align4, be16, be32, AttrTable};
+use crate::error::MalformedError;
 use nfqueue_sys as sys;
 
 /// Size of `struct nlmsghdr`.
@@ -19,33 +20,6 @@ pub(crate) const MSG_CONFIG: u16 = msg_type(sys::nfqnl_msg_types::NFQNL_MSG_CONF
 
 const fn msg_type(queue_msg: u32) -> u16 {
     ((sys::NFNL_SUBSYS_QUEUE << 8) | queue_msg) as u16
-}
-
-/// Why bytes from the kernel could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MalformedError {
-    /// A structure is cut short.
-    #[error("{what} truncated: needs {needed} bytes, got {got}")]
-    Truncated {
-        /// The structure that is cut short.
-        what: &'static str,
-        /// Bytes it needs.
-        needed: usize,
-        /// Bytes there are.
-        got: usize,
-    },
-    /// A packet message lacks its `NFQA_PACKET_HDR` attribute.
-    #[error("packet message without NFQA_PACKET_HDR")]
-    MissingPacketHeader,
-    /// A datagram was longer than the receive buffer; its tail was cut off.
-    #[error("datagram of {len} bytes did not fit the receive buffer of {capacity} bytes")]
-    DatagramTooLarge {
-        /// The datagram's length.
-        len: usize,
-        /// The buffer's capacity.
-        capacity: usize,
-    },
 }
 
 /// The fixed header of one netlink message.

@@ -4,26 +4,20 @@ use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::handle::{Shared, VerdictHandle};
 use crate::ifname::{self, InterfaceName};
-use crate::message::{next_message, Ack, Message, MSG_CONFIG};
 use crate::netns;
 use crate::packet::Packet;
+use crate::recv_buffer::{Found, RecvBuffer, Wait};
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, QueueStats, Stats};
 use crate::stop::StopHandle;
 use crate::verdict::VerdictKind;
 use crate::view::PacketView;
 use nfqueue_sys as sys;
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Size of the receive buffer. One datagram carries one packet: at most a
-/// 65531-byte payload plus its metadata attributes (security context, conntrack,
-/// L2 header), all well under this; a larger datagram is reported, not cut.
-pub const RECV_BUFFER_LEN: usize = 128 * 1024;
 
 /// Longest a blocking receive sleeps in the kernel before it looks at the stop
 /// handle again. Blocking in `recv` itself costs one system call per packet where
@@ -55,19 +49,11 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// drops the packets still waiting in them.
 #[derive(Debug)]
 pub struct Queue {
-    pub(crate) handle: VerdictHandle,
-    buf: Box<[u8]>,
-    /// Bytes of `buf` holding the current datagram.
-    pub(crate) filled: usize,
-    /// Where the next unread message of the current datagram starts.
-    pub(crate) cursor: usize,
-    /// Messages that arrived while waiting for a configuration answer.
-    pub(crate) stash: VecDeque<Box<[u8]>>,
-    /// Buffers for [`recv_burst`](Self::recv_burst), made on its first use.
-    pub(crate) burst: Option<crate::burst::BurstBuffers>,
+    handle: VerdictHandle,
+    buffer: RecvBuffer,
     seq: u32,
     bound: Vec<u16>,
-    pub(crate) default: VerdictKind,
+    default: VerdictKind,
     stop: StopHandle,
 }
 
@@ -127,11 +113,7 @@ impl Queue {
             handle: VerdictHandle {
                 shared: Arc::new(shared),
             },
-            buf: vec![0; RECV_BUFFER_LEN].into_boxed_slice(),
-            filled: 0,
-            cursor: 0,
-            stash: VecDeque::new(),
-            burst: None,
+            buffer: RecvBuffer::new(),
             seq: 0,
             bound: Vec::new(),
             default: VerdictKind::Accept,
@@ -449,7 +431,7 @@ impl Queue {
     /// [`run_nonblocking`](Self::run_nonblocking), which take them first) before
     /// it waits for the descriptor to become readable.
     pub fn has_buffered(&self) -> bool {
-        self.cursor < self.filled || !self.stash.is_empty()
+        self.buffer.has_buffered()
     }
 
     /// The socket's netlink port id, as /proc/net/netfilter/nfnetlink_queue shows
@@ -458,150 +440,77 @@ impl Queue {
         self.handle.shared.socket.portid()
     }
 
+    /// Calls `handler` for every packet waiting now, reading up to
+    /// [`BURST_LEN`](crate::BURST_LEN) datagrams per system call (`recvmmsg`),
+    /// without blocking; returns how many packets it handled. It stops once the
+    /// socket is empty or about `max` packets were handled (a burst already
+    /// read is always handled whole).
+    ///
+    /// Unlike [`try_recv`](Self::try_recv), it reports nothing as an error that
+    /// leaves the queue usable: verdicts the kernel rejected, overflows of the
+    /// receive buffer and malformed messages are counted in
+    /// [`stats`](Self::stats) and skipped. The first call allocates 2 MiB of
+    /// buffers, kept for later calls.
+    ///
+    /// # Errors
+    /// [`Error::Sys`] when receiving fails otherwise.
+    pub fn recv_burst(&mut self, max: usize, mut handler: impl FnMut(Packet<'_>)) -> Result<usize> {
+        let Queue {
+            handle,
+            buffer,
+            default,
+            stop,
+            ..
+        } = self;
+        let counters = &handle.shared.counters;
+        buffer.burst(
+            &handle.shared,
+            stop,
+            max,
+            |queue, attrs| match PacketView::parse(queue, attrs) {
+                Ok(view) => {
+                    Counters::bump(&counters.packets);
+                    handler(Packet::new(view, handle, *default));
+                    true
+                }
+                Err(_) => {
+                    Counters::bump(&counters.malformed);
+                    false
+                }
+            },
+        )
+    }
+
     pub(crate) fn next_packet(&mut self, wait: Wait) -> Result<Option<Packet<'_>>> {
+        match self.next_found(wait)? {
+            Some(found) => self.packet_at(found).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Finds the next packet without borrowing it yet.
+    pub(crate) fn next_found(&mut self, wait: Wait) -> Result<Option<Found>> {
         // Checked before every blocking receive, not only when it would block:
         // under steady traffic the socket is always readable, and `run` would
         // never see the stop.
         if matches!(wait, Wait::Until(_)) && self.stop.is_stopped() {
             return Err(Error::Stopped);
         }
-        // Find the next packet message by offsets, so the borrow of the buffer
-        // returned in the packet starts only once the loop is done.
-        let (queue, start, end) = loop {
-            if self.cursor >= self.filled && !self.refill(wait)? {
-                return Ok(None);
-            }
-            let datagram = &self.buf[self.cursor..self.filled];
-            let (message, rest) = match next_message(datagram) {
-                Ok(parsed) => parsed,
-                Err(err) => {
-                    self.cursor = self.filled;
-                    Counters::bump(&self.handle.shared.counters.malformed);
-                    return Err(err.into());
-                }
-            };
-            self.cursor = self.filled - rest.len();
-            match message {
-                Message::Packet { queue, attrs } => {
-                    let start = attrs.as_ptr() as usize - self.buf.as_ptr() as usize;
-                    break (queue, start, start + attrs.len());
-                }
-                Message::Ack(ack) if ack.errno != 0 => {
-                    Counters::bump(&self.handle.shared.counters.rejected_verdicts);
-                    return Err(rejected(ack));
-                }
-                _ => continue,
-            }
-        };
+        self.buffer
+            .next_packet(&self.handle.shared, &self.stop, wait)
+    }
+
+    /// The packet found by [`next_found`](Self::next_found).
+    pub(crate) fn packet_at(&self, found: Found) -> Result<Packet<'_>> {
         let counters = &self.handle.shared.counters;
-        match PacketView::parse(queue, &self.buf[start..end]) {
+        match PacketView::parse(found.queue, self.buffer.attrs(found)) {
             Ok(view) => {
                 Counters::bump(&counters.packets);
-                Ok(Some(Packet::new(view, &self.handle, self.default)))
+                Ok(Packet::new(view, &self.handle, self.default))
             }
             Err(err) => {
                 Counters::bump(&counters.malformed);
                 Err(err.into())
-            }
-        }
-    }
-
-    /// Loads the next datagram into the buffer: from the stash, or the socket.
-    /// `false` when `wait` ran out first.
-    fn refill(&mut self, wait: Wait) -> Result<bool> {
-        self.cursor = 0;
-        self.filled = 0;
-        if let Some(stashed) = self.stash.pop_front() {
-            self.buf[..stashed.len()].copy_from_slice(&stashed);
-            self.filled = stashed.len();
-            return Ok(true);
-        }
-        // A receive without deadline blocks in recv itself (bounded by the
-        // socket's receive timeout, so that a stop is seen); the others poll.
-        let blocking = matches!(wait, Wait::Until(None));
-        loop {
-            Counters::bump(&self.handle.shared.counters.recv_calls);
-            match self.handle.shared.socket.recv(&mut self.buf, !blocking) {
-                Ok(Some(len)) if len > self.buf.len() => {
-                    Counters::bump(&self.handle.shared.counters.malformed);
-                    return Err(crate::message::MalformedError::DatagramTooLarge {
-                        len,
-                        capacity: self.buf.len(),
-                    }
-                    .into());
-                }
-                Ok(Some(len)) => {
-                    self.filled = len;
-                    return Ok(true);
-                }
-                Ok(None) => {}
-                Err(Error::ReceiveOverflow) => {
-                    Counters::bump(&self.handle.shared.counters.receive_overflows);
-                    return Err(Error::ReceiveOverflow);
-                }
-                Err(err) => return Err(err),
-            }
-            match wait {
-                Wait::No => return Ok(false),
-                Wait::Until(None) if self.stop.is_stopped() => return Err(Error::Stopped),
-                // The receive timeout ran out, or the descriptor is non-blocking
-                // (adopted so, or set so for an event loop) and recv returns at
-                // once: then wait in poll, which also sees the stop.
-                Wait::Until(None) => {
-                    if self.handle.shared.socket.is_nonblocking() {
-                        self.wait_readable(None)?;
-                    }
-                }
-                Wait::Until(Some(deadline)) => {
-                    if !self.wait_readable(Some(deadline))? {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits until the socket is readable (`true`), the deadline (if any)
-    /// passes (`false`), or the stop handle is used ([`Error::Stopped`]).
-    fn wait_readable(&self, deadline: Option<Instant>) -> Result<bool> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.stop.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        loop {
-            // Round up so a sub-millisecond remainder still waits.
-            let timeout_ms = deadline.map_or(-1, |deadline| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            });
-            // SAFETY: `fds` is a valid array of two pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::Sys {
-                    op: "poll",
-                    source: err,
-                });
-            }
-            if fds[1].revents != 0 {
-                return Err(Error::Stopped);
-            }
-            if fds[0].revents != 0 {
-                return Ok(true);
-            }
-            if rc == 0 {
-                return Ok(false);
             }
         }
     }
@@ -637,73 +546,19 @@ impl Queue {
             .socket
             .send(&[io::IoSlice::new(&req.0[..len])])?;
 
-        // Keep what is left of the current datagram for later.
-        if self.cursor < self.filled {
-            self.stash
-                .push_front(self.buf[self.cursor..self.filled].into());
-        }
-        self.cursor = 0;
-        self.filled = 0;
         let deadline = Instant::now() + ACK_TIMEOUT;
-        loop {
-            Counters::bump(&self.handle.shared.counters.recv_calls);
-            let len = match self.handle.shared.socket.recv(&mut self.buf, true) {
-                Ok(Some(len)) => len.min(self.buf.len()),
-                Ok(None) => match self.wait_readable(Some(deadline)) {
-                    Ok(true) => continue,
-                    Ok(false) | Err(Error::Stopped) => return Err(Error::NoAck { queue, what }),
-                    Err(err) => return Err(err),
-                },
-                Err(Error::ReceiveOverflow) => {
-                    Counters::bump(&self.handle.shared.counters.receive_overflows);
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            let mut answer = None;
-            let mut datagram = &self.buf[..len];
-            while !datagram.is_empty() {
-                let Ok((message, rest)) = next_message(datagram) else {
-                    break;
-                };
-                let this = &datagram[..datagram.len() - rest.len()];
-                match message {
-                    Message::Ack(ack) if ack.seq == seq && ack.request_kind == MSG_CONFIG => {
-                        answer = Some(ack.errno)
-                    }
-                    _ => self.stash.push_back(this.into()),
-                }
-                datagram = rest;
-            }
-            match answer {
-                Some(0) => return Ok(()),
-                Some(errno) => {
-                    return Err(Error::Config {
-                        queue,
-                        what,
-                        source: io::Error::from_raw_os_error(errno),
-                    })
-                }
-                None => {}
-            }
+        match self
+            .buffer
+            .await_answer(&self.handle.shared, &self.stop, seq, deadline)?
+        {
+            Some(0) => Ok(()),
+            Some(errno) => Err(Error::Config {
+                queue,
+                what,
+                source: io::Error::from_raw_os_error(errno),
+            }),
+            None => Err(Error::NoAck { queue, what }),
         }
-    }
-}
-
-/// How long a receive may block.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Wait {
-    /// Not at all.
-    No,
-    /// Until the deadline, or forever.
-    Until(Option<Instant>),
-}
-
-pub(crate) fn rejected(ack: Ack) -> Error {
-    Error::VerdictRejected {
-        queue: ack.queue.unwrap_or_default(),
-        packet_id: ack.packet_id.unwrap_or(ack.seq),
-        source: io::Error::from_raw_os_error(ack.errno),
     }
 }
 

@@ -2,7 +2,8 @@
 //! and read through borrowing getters.
 
 use crate::attr::{be16, be32, be64, AttrTable, Attribute, Attributes};
-use crate::message::{next_message, MalformedError, Message};
+use crate::error::MalformedError;
+use crate::message::{next_message, Message};
 use nfqueue_sys as sys;
 use std::fmt;
 use std::time::{Duration, SystemTime};

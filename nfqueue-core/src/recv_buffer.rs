@@ -1,0 +1,389 @@
+//! The receive side of a queue socket: the buffer of the datagram being read,
+//! the messages kept while a configuration request waited for its answer, and
+//! the buffers of burst receives (`recvmmsg`).
+//!
+//! It finds packet messages by offset, not by reference, so that the caller
+//! can borrow the bytes for as long as it needs once the search is over.
+
+use crate::error::{Error, MalformedError, Result};
+use crate::handle::Shared;
+use crate::message::{next_message, Ack, Message, MSG_CONFIG};
+use crate::stats::Counters;
+use crate::stop::StopHandle;
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+/// Size of the receive buffer. One datagram carries one packet: at most a
+/// 65531-byte payload plus its metadata attributes (security context, conntrack,
+/// L2 header), all well under this; a larger datagram is reported, not cut.
+pub const RECV_BUFFER_LEN: usize = 128 * 1024;
+
+/// Datagrams asked for per `recvmmsg` call.
+pub const BURST_LEN: usize = 16;
+
+/// How long a receive may block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all.
+    No,
+    /// Until the deadline, or forever.
+    Until(Option<Instant>),
+}
+
+/// Where the attributes of a packet message lie in the buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found {
+    pub(crate) queue: u16,
+    start: usize,
+    end: usize,
+}
+
+/// The datagram being read, the messages kept for later, and the burst
+/// buffers.
+#[derive(Debug)]
+pub(crate) struct RecvBuffer {
+    buf: Box<[u8]>,
+    /// Bytes of `buf` holding the current datagram.
+    filled: usize,
+    /// Where the next unread message of the current datagram starts.
+    cursor: usize,
+    /// Messages that arrived while waiting for a configuration answer.
+    stash: VecDeque<Box<[u8]>>,
+    /// Buffers for [`burst`](Self::burst), made on its first use.
+    burst: Option<Box<[Box<[u8]>]>>,
+}
+
+impl RecvBuffer {
+    pub(crate) fn new() -> Self {
+        RecvBuffer {
+            buf: vec![0; RECV_BUFFER_LEN].into_boxed_slice(),
+            filled: 0,
+            cursor: 0,
+            stash: VecDeque::new(),
+            burst: None,
+        }
+    }
+
+    /// Whether messages were read from the socket and wait here.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.cursor < self.filled || !self.stash.is_empty()
+    }
+
+    /// The attributes of a packet found by [`next_packet`](Self::next_packet).
+    pub(crate) fn attrs(&self, found: Found) -> &[u8] {
+        &self.buf[found.start..found.end]
+    }
+
+    /// Finds the next packet message, reading a datagram when none is left
+    /// (waiting as `wait` says); `None` when the wait ran out first. An error
+    /// message for a verdict is returned as [`Error::VerdictRejected`].
+    pub(crate) fn next_packet(
+        &mut self,
+        shared: &Shared,
+        stop: &StopHandle,
+        wait: Wait,
+    ) -> Result<Option<Found>> {
+        loop {
+            if self.cursor >= self.filled && !self.refill(shared, stop, wait)? {
+                return Ok(None);
+            }
+            let datagram = &self.buf[self.cursor..self.filled];
+            let (message, rest) = match next_message(datagram) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    self.cursor = self.filled;
+                    Counters::bump(&shared.counters.malformed);
+                    return Err(err.into());
+                }
+            };
+            self.cursor = self.filled - rest.len();
+            match message {
+                Message::Packet { queue, attrs } => {
+                    let start = attrs.as_ptr() as usize - self.buf.as_ptr() as usize;
+                    return Ok(Some(Found {
+                        queue,
+                        start,
+                        end: start + attrs.len(),
+                    }));
+                }
+                Message::Ack(ack) if ack.errno != 0 => {
+                    Counters::bump(&shared.counters.rejected_verdicts);
+                    return Err(rejected(ack));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Loads the next datagram: from the stash, or the socket. `false` when
+    /// `wait` ran out first.
+    fn refill(&mut self, shared: &Shared, stop: &StopHandle, wait: Wait) -> Result<bool> {
+        self.cursor = 0;
+        self.filled = 0;
+        if let Some(stashed) = self.stash.pop_front() {
+            self.buf[..stashed.len()].copy_from_slice(&stashed);
+            self.filled = stashed.len();
+            return Ok(true);
+        }
+        // A receive without deadline blocks in recv itself (bounded by the
+        // socket's receive timeout, so that a stop is seen); the others poll.
+        let blocking = matches!(wait, Wait::Until(None));
+        let socket = &shared.socket;
+        loop {
+            Counters::bump(&shared.counters.recv_calls);
+            match socket.recv(&mut self.buf, !blocking) {
+                Ok(Some(len)) if len > self.buf.len() => {
+                    Counters::bump(&shared.counters.malformed);
+                    return Err(MalformedError::DatagramTooLarge {
+                        len,
+                        capacity: self.buf.len(),
+                    }
+                    .into());
+                }
+                Ok(Some(len)) => {
+                    self.filled = len;
+                    return Ok(true);
+                }
+                Ok(None) => {}
+                Err(Error::ReceiveOverflow) => {
+                    Counters::bump(&shared.counters.receive_overflows);
+                    return Err(Error::ReceiveOverflow);
+                }
+                Err(err) => return Err(err),
+            }
+            match wait {
+                Wait::No => return Ok(false),
+                Wait::Until(None) if stop.is_stopped() => return Err(Error::Stopped),
+                // The receive timeout ran out, or the descriptor is non-blocking
+                // (adopted so, or set so for an event loop) and recv returns at
+                // once: then wait in poll, which also sees the stop.
+                Wait::Until(None) => {
+                    if socket.is_nonblocking() {
+                        wait_readable(socket.fd(), stop, None)?;
+                    }
+                }
+                Wait::Until(Some(deadline)) => {
+                    if !wait_readable(socket.fd(), stop, Some(deadline))? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until the kernel answers configuration request `seq`, keeping
+    /// every other message (and what was left of the current datagram) for
+    /// later receives. Returns the answer's errno (0 for success), or `None`
+    /// when none came before `deadline`.
+    pub(crate) fn await_answer(
+        &mut self,
+        shared: &Shared,
+        stop: &StopHandle,
+        seq: u32,
+        deadline: Instant,
+    ) -> Result<Option<i32>> {
+        if self.cursor < self.filled {
+            self.stash
+                .push_front(self.buf[self.cursor..self.filled].into());
+        }
+        self.cursor = 0;
+        self.filled = 0;
+        loop {
+            Counters::bump(&shared.counters.recv_calls);
+            let len = match shared.socket.recv(&mut self.buf, true) {
+                Ok(Some(len)) => len.min(self.buf.len()),
+                Ok(None) => match wait_readable(shared.socket.fd(), stop, Some(deadline)) {
+                    Ok(true) => continue,
+                    Ok(false) | Err(Error::Stopped) => return Ok(None),
+                    Err(err) => return Err(err),
+                },
+                Err(Error::ReceiveOverflow) => {
+                    Counters::bump(&shared.counters.receive_overflows);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let mut answer = None;
+            let mut datagram = &self.buf[..len];
+            while !datagram.is_empty() {
+                let Ok((message, rest)) = next_message(datagram) else {
+                    break;
+                };
+                let this = &datagram[..datagram.len() - rest.len()];
+                match message {
+                    Message::Ack(ack) if ack.seq == seq && ack.request_kind == MSG_CONFIG => {
+                        answer = Some(ack.errno)
+                    }
+                    _ => self.stash.push_back(this.into()),
+                }
+                datagram = rest;
+            }
+            if answer.is_some() {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// Calls `packet(queue, attrs)` for every packet waiting now (it returns
+    /// whether it took the packet, which only a malformed one is not), the
+    /// ones kept here first, then up to [`BURST_LEN`] datagrams per `recvmmsg`, without
+    /// blocking, until the socket is empty or about `max` were handled (a
+    /// burst read is handled whole). Rejected verdicts, overflows and
+    /// malformed messages are counted and skipped.
+    pub(crate) fn burst(
+        &mut self,
+        shared: &Shared,
+        stop: &StopHandle,
+        max: usize,
+        mut packet: impl FnMut(u16, &[u8]) -> bool,
+    ) -> Result<usize> {
+        let mut handled = 0;
+        while self.has_buffered() && handled < max {
+            match self.next_packet(shared, stop, Wait::No) {
+                Ok(Some(found)) => {
+                    if packet(found.queue, self.attrs(found)) {
+                        handled += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) if err.is_recoverable() => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let counters = &shared.counters;
+        let slots = self.burst.get_or_insert_with(|| {
+            (0..BURST_LEN)
+                .map(|_| vec![0; RECV_BUFFER_LEN].into_boxed_slice())
+                .collect()
+        });
+        while handled < max {
+            // SAFETY: all-zero is a valid value for these plain C structs; every
+            // pointer is set below before the call.
+            let mut iovecs: [libc::iovec; BURST_LEN] = unsafe { mem::zeroed() };
+            // SAFETY: as above.
+            let mut headers: [libc::mmsghdr; BURST_LEN] = unsafe { mem::zeroed() };
+            for ((iov, header), slot) in iovecs
+                .iter_mut()
+                .zip(headers.iter_mut())
+                .zip(slots.iter_mut())
+            {
+                iov.iov_base = slot.as_mut_ptr().cast();
+                iov.iov_len = slot.len();
+                header.msg_hdr.msg_iov = iov;
+                header.msg_hdr.msg_iovlen = 1;
+            }
+            Counters::bump(&counters.recv_calls);
+            // SAFETY: `headers` holds BURST_LEN headers, each pointing at one
+            // iovec over one of our buffers; all outlive the call.
+            let received = unsafe {
+                libc::recvmmsg(
+                    shared.socket.fd(),
+                    headers.as_mut_ptr(),
+                    BURST_LEN as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if received < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => {
+                        Counters::bump(&counters.receive_overflows);
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::Sys {
+                            op: "recvmmsg",
+                            source: err,
+                        })
+                    }
+                }
+            }
+            let received = received as usize;
+            for (header, slot) in headers.iter().zip(slots.iter()).take(received) {
+                if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    Counters::bump(&counters.malformed);
+                    continue;
+                }
+                let mut datagram = &slot[..header.msg_len as usize];
+                while !datagram.is_empty() {
+                    let Ok((message, rest)) = next_message(datagram) else {
+                        Counters::bump(&counters.malformed);
+                        break;
+                    };
+                    datagram = rest;
+                    match message {
+                        Message::Packet { queue, attrs } if packet(queue, attrs) => handled += 1,
+                        Message::Ack(ack) if ack.errno != 0 => {
+                            Counters::bump(&counters.rejected_verdicts)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if received < BURST_LEN {
+                break;
+            }
+        }
+        Ok(handled)
+    }
+}
+
+/// The error the kernel reported for a verdict.
+fn rejected(ack: Ack) -> Error {
+    Error::VerdictRejected {
+        queue: ack.queue.unwrap_or_default(),
+        packet_id: ack.packet_id.unwrap_or(ack.seq),
+        source: io::Error::from_raw_os_error(ack.errno),
+    }
+}
+
+/// Waits until `fd` is readable (`true`), the deadline (if any) passes
+/// (`false`), or `stop` is used ([`Error::Stopped`]).
+fn wait_readable(fd: RawFd, stop: &StopHandle, deadline: Option<Instant>) -> Result<bool> {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // Round up so a sub-millisecond remainder still waits.
+        let timeout_ms = deadline.map_or(-1, |deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `fds` is a valid array of two pollfds.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Sys {
+                op: "poll",
+                source: err,
+            });
+        }
+        if fds[1].revents != 0 {
+            return Err(Error::Stopped);
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+        if rc == 0 {
+            return Ok(false);
+        }
+    }
+}
