@@ -47,6 +47,7 @@ mod verdict;
 mod view;
 
 pub mod net;
+pub mod prometheus;
 
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;

@@ -32,6 +32,39 @@ pub struct Stats {
     pub send_calls: u64,
 }
 
+impl Stats {
+    /// Every counter with its field name, in the order of the fields: for
+    /// printing and for export (see [`prometheus`](crate::prometheus)).
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        // No `..`: a new field does not compile until it is listed here.
+        let Stats {
+            packets,
+            verdicts,
+            batch_verdicts,
+            default_verdicts,
+            rejected_verdicts,
+            failed_sends,
+            receive_overflows,
+            malformed,
+            recv_calls,
+            send_calls,
+        } = *self;
+        [
+            ("packets", packets),
+            ("verdicts", verdicts),
+            ("batch_verdicts", batch_verdicts),
+            ("default_verdicts", default_verdicts),
+            ("rejected_verdicts", rejected_verdicts),
+            ("failed_sends", failed_sends),
+            ("receive_overflows", receive_overflows),
+            ("malformed", malformed),
+            ("recv_calls", recv_calls),
+            ("send_calls", send_calls),
+        ]
+        .into_iter()
+    }
+}
+
 /// Live counters behind [`Stats`], shared by a queue and its verdict handles.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -107,6 +140,33 @@ impl QueueStats {
             last_id: u32::try_from(next()?).ok()?,
         };
         Some(stats)
+    }
+
+    /// Every field with its name, in the order of the fields, widened to
+    /// `u64`: for printing and for export (see [`prometheus`](crate::prometheus)).
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        // No `..`: a new field does not compile until it is listed here.
+        let QueueStats {
+            queue,
+            portid,
+            waiting,
+            copy_mode,
+            copy_range,
+            queue_dropped,
+            user_dropped,
+            last_id,
+        } = *self;
+        [
+            ("queue", u64::from(queue)),
+            ("portid", u64::from(portid)),
+            ("waiting", u64::from(waiting)),
+            ("copy_mode", u64::from(copy_mode)),
+            ("copy_range", u64::from(copy_range)),
+            ("queue_dropped", u64::from(queue_dropped)),
+            ("user_dropped", u64::from(user_dropped)),
+            ("last_id", u64::from(last_id)),
+        ]
+        .into_iter()
     }
 
     /// Every queue of the calling thread's network namespace.
