@@ -79,6 +79,14 @@ macro_rules! counters {
                 DispatchStats { $($field: self.$field.load(Ordering::Relaxed),)* }
             }
         }
+
+        impl DispatchStats {
+            /// Every counter with its field name, in the order of the fields:
+            /// for printing and for export (see [`prometheus`](crate::prometheus)).
+            pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                [$((stringify!($field), self.$field),)*].into_iter()
+            }
+        }
     };
 }
 
