@@ -116,10 +116,13 @@ fn scrape(addr: SocketAddr) -> String {
     body.to_string()
 }
 
+/// Samples by metric name and sorted labels.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
 /// Parses the exposition with a Prometheus parser and checks its shape:
 /// every sample documented and typed, counters named `_total`, gauges not.
 /// Returns the samples by name and labels.
-fn parse_metrics(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+fn parse_metrics(text: &str) -> Samples {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     assert!(!scrape.samples.is_empty(), "{text}");
@@ -152,7 +155,7 @@ fn parse_metrics(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
     samples
 }
 
-fn value(samples: &HashMap<(String, Vec<(String, String)>), f64>, name: &str, queue: bool) -> u64 {
+fn value(samples: &Samples, name: &str, queue: bool) -> u64 {
     let labels = if queue {
         vec![("queue".to_string(), QUEUE.to_string())]
     } else {
