@@ -7,9 +7,11 @@ mod asan;
 mod bench;
 mod bench_measure;
 mod bench_report;
+mod bindings;
 mod cmd;
 mod demo;
 mod fuzz;
+mod package;
 mod prereqs;
 mod soak;
 mod test_netns;
@@ -61,6 +63,18 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     ("bench", bench::USAGE),
     (
+        "bindings",
+        "  bindings [--check]           regenerate nfqueue-sys/src/bindings.rs (the bindings docs.rs
+                               and the feature pregenerated-bindings use), or check it
+",
+    ),
+    (
+        "package",
+        "  package                      cargo package nfqueue-sys, nfqueue-core and nfqueue, and
+                               build nfqueue-sys's docs as docs.rs does (no libclang)
+",
+    ),
+    (
         "help",
         "  help                         this list (also -h, --help; `<command> --help` for one)
 ",
@@ -104,6 +118,8 @@ fn main() -> ExitCode {
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
         "bench" => prereqs::run().and_then(|()| bench::run(rest)),
+        "bindings" => prereqs::run().and_then(|()| bindings::run(rest)),
+        "package" => prereqs::run().and_then(|()| package::run(rest)),
         bench::INNER => bench::inner(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());
