@@ -169,7 +169,7 @@ fn outputs(args: &Args, queues: &[u16]) -> io::Result<(Option<Output>, Option<Ca
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
                 Box::new(BufWriter::new(file))
             };
-            Some(Capture::new(out, queues, args.copy_range).map_err(io::Error::other)?)
+            Some(Capture::new(out, queues, args.copy_range)?)
         }
     };
     Ok((lines, capture))
@@ -222,12 +222,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|()| out.flush());
         }
         if let Some(capture) = capture.as_mut() {
-            written = written.and_then(|()| {
-                capture
-                    .write(&packet, &verdict, received)
-                    .map_err(io::Error::other)?;
-                capture.flush()
-            });
+            written = written
+                .and_then(|()| capture.write(&packet, &verdict, received))
+                .and_then(|()| capture.flush());
         }
         // The verdict goes out whatever became of the output.
         if let Err(err) = packet.verdict(&verdict) {

@@ -62,22 +62,24 @@ impl<W: Write> Capture<W> {
     ///
     /// # Errors
     /// When `out` cannot be written.
-    pub fn new(out: W, queues: &[u16], snaplen: u32) -> Result<Self, PcapError> {
-        let mut writer = PcapNgWriter::new(out)?;
+    pub fn new(out: W, queues: &[u16], snaplen: u32) -> io::Result<Self> {
+        let mut writer = PcapNgWriter::new(out).map_err(into_io)?;
         for &queue in queues {
-            writer.write_pcapng_block(InterfaceDescriptionBlock {
-                linktype: DataLink::RAW,
-                snaplen,
-                options: vec![
-                    InterfaceDescriptionOption::IfName(format!("nfqueue:{queue}").into()),
-                    InterfaceDescriptionOption::IfDescription(
-                        format!("NFQUEUE queue {queue}").into(),
-                    ),
-                    // pcap-file writes timestamps in nanoseconds; say so, or
-                    // readers take them for microseconds.
-                    InterfaceDescriptionOption::IfTsResol(9),
-                ],
-            })?;
+            writer
+                .write_pcapng_block(InterfaceDescriptionBlock {
+                    linktype: DataLink::RAW,
+                    snaplen,
+                    options: vec![
+                        InterfaceDescriptionOption::IfName(format!("nfqueue:{queue}").into()),
+                        InterfaceDescriptionOption::IfDescription(
+                            format!("NFQUEUE queue {queue}").into(),
+                        ),
+                        // pcap-file writes timestamps in nanoseconds; say so, or
+                        // readers take them for microseconds.
+                        InterfaceDescriptionOption::IfTsResol(9),
+                    ],
+                })
+                .map_err(into_io)?;
         }
         Ok(Capture {
             writer,
@@ -96,16 +98,13 @@ impl<W: Write> Capture<W> {
         packet: &Packet<'_>,
         verdict: &Verdict<'_>,
         received: SystemTime,
-    ) -> Result<(), PcapError> {
+    ) -> io::Result<()> {
         let interface_id = self
             .queues
             .iter()
             .position(|&q| q == packet.queue())
             .ok_or_else(|| {
-                PcapError::IoError(io::Error::other(format!(
-                    "queue {} is not in the capture",
-                    packet.queue()
-                )))
+                io::Error::other(format!("queue {} is not in the capture", packet.queue()))
             })?;
         let (time, source) = match packet.timestamp() {
             Some(time) => (time, "kernel"),
@@ -138,13 +137,15 @@ impl<W: Write> Capture<W> {
         if let Some(direction) = direction(packet.hook()) {
             options.push(EnhancedPacketOption::Flags(direction));
         }
-        self.writer.write_pcapng_block(EnhancedPacketBlock {
-            interface_id: interface_id as u32,
-            timestamp: time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO),
-            original_len: u32::try_from(packet.original_len()).unwrap_or(u32::MAX),
-            data: Cow::Borrowed(packet.payload()),
-            options,
-        })?;
+        self.writer
+            .write_pcapng_block(EnhancedPacketBlock {
+                interface_id: interface_id as u32,
+                timestamp: time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO),
+                original_len: u32::try_from(packet.original_len()).unwrap_or(u32::MAX),
+                data: Cow::Borrowed(packet.payload()),
+                options,
+            })
+            .map_err(into_io)?;
         Ok(())
     }
 
@@ -155,6 +156,14 @@ impl<W: Write> Capture<W> {
     /// When `out` cannot be written.
     pub fn flush(&mut self) -> io::Result<()> {
         self.writer.get_mut().flush()
+    }
+}
+
+/// The I/O error inside, so that its kind (a closed pipe) stays visible.
+fn into_io(err: PcapError) -> io::Error {
+    match err {
+        PcapError::IoError(err) => err,
+        other => io::Error::other(other),
     }
 }
 

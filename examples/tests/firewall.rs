@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{stat_line, Running};
+use common::{queue_udp_port, stat_line, Running};
 use nfqueue_testkit::{counters, enter_new_netns, iptables};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -177,24 +177,9 @@ fn metrics_scraped_during_traffic_match_the_packets_sent() {
     open.set_read_timeout(Some(TIMEOUT)).unwrap();
     let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let closed_port = closed.local_addr().unwrap().port().to_string();
-    for port in [
-        open.local_addr().unwrap().port().to_string(),
-        closed_port.clone(),
-    ] {
-        // UDP only: the scrapes over TCP are not queued.
-        iptables([
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "--dport",
-            &port,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "0",
-        ]);
-    }
+    // UDP only: the scrapes over TCP are not queued.
+    queue_udp_port(false, "OUTPUT", open.local_addr().unwrap().port());
+    queue_udp_port(false, "OUTPUT", closed.local_addr().unwrap().port());
     let mut firewall = Running::start(
         "firewall",
         &[

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{stat_line, Running, TempFile};
-use nfqueue_testkit::{counters, enter_new_netns, ip6tables, iptables};
+use common::{queue_udp_port, stat_line, Running, TempFile};
+use nfqueue_testkit::{counters, enter_new_netns};
 use pcap_parser::pcapng::{Block, EnhancedPacketBlock, InterfaceDescriptionBlock};
 use pcap_parser::{Linktype, PcapNGCapture};
 use std::collections::HashMap;
@@ -106,27 +106,6 @@ fn comment_fields(comment: &str) -> HashMap<&str, &str> {
         .collect()
 }
 
-fn rule(tool_is_v6: bool, chain: &str, port: u16) {
-    let port = port.to_string();
-    let args = [
-        "-A",
-        chain,
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "0",
-    ];
-    if tool_is_v6 {
-        ip6tables(args);
-    } else {
-        iptables(args);
-    }
-}
-
 /// Waits until the queue is bound, so that no packet meets an unbound queue.
 fn wait_bound(program: &mut Running) {
     program.wait_for_stderr("Ctrl-C stops");
@@ -147,10 +126,10 @@ fn every_packet_reaches_the_capture_with_bytes_time_and_comment() {
     let blocked = receiver(Ipv4Addr::LOCALHOST.into());
     let port = |s: &UdpSocket| s.local_addr().unwrap().port();
     // Arriving packets (INPUT) carry the kernel's stamp; sent ones (OUTPUT) do not.
-    rule(false, "INPUT", port(&stamped));
-    rule(true, "INPUT", port(&stamped6));
-    rule(false, "OUTPUT", port(&plain));
-    rule(false, "OUTPUT", port(&blocked));
+    queue_udp_port(false, "INPUT", port(&stamped));
+    queue_udp_port(true, "INPUT", port(&stamped6));
+    queue_udp_port(false, "OUTPUT", port(&plain));
+    queue_udp_port(false, "OUTPUT", port(&blocked));
 
     let file = TempFile::new("capture.pcapng");
     let path = file.0.to_str().unwrap();
@@ -343,7 +322,7 @@ fn every_packet_reaches_the_capture_with_bytes_time_and_comment() {
 fn a_capture_on_stdout_moves_the_lines_away() {
     let _netns = enter_new_netns();
     let to = receiver(Ipv4Addr::LOCALHOST.into());
-    rule(false, "OUTPUT", to.local_addr().unwrap().port());
+    queue_udp_port(false, "OUTPUT", to.local_addr().unwrap().port());
     let mut dump = Running::start("nfq-dump", &["--pcap", "-", "--quiet", "--count", "3", "0"]);
     wait_bound(&mut dump);
     let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -371,4 +350,50 @@ fn a_capture_on_stdout_moves_the_lines_away() {
         "{}",
         done.stderr
     );
+}
+
+#[test]
+fn a_capture_reader_that_goes_away_ends_the_dump_cleanly() {
+    let _netns = enter_new_netns();
+    let to = receiver(Ipv4Addr::LOCALHOST.into());
+    queue_udp_port(false, "OUTPUT", to.local_addr().unwrap().port());
+    // Wireshark closed: the read end of the capture's pipe is gone.
+    let mut dump = std::process::Command::new(common::example("nfq-dump"))
+        .args(["--pcap", "-", "--quiet", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nfq-dump starts");
+    drop(dump.stdout.take());
+    let deadline = std::time::Instant::now() + common::PROGRAM_TIMEOUT;
+    while counters::queue_line(QUEUE).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue 0 was never bound"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    // Larger than the output's buffer, so that the capture's own write (not
+    // only the flush) meets the closed pipe.
+    let big = vec![7u8; 20_000];
+    sender.send_to(&big, to.local_addr().unwrap()).unwrap();
+    // Its verdict goes out although the capture could not be written.
+    let (got, _) = recv_with_timestamp(&to);
+    assert_eq!(got, big);
+    let status = loop {
+        if let Some(status) = dump.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = dump.kill();
+            panic!("nfq-dump went on writing to a closed pipe");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut dump.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stat_line(&stderr, "packets"), Some(1), "{stderr}");
+    counters::assert_queue_drained(QUEUE);
 }
