@@ -7,16 +7,28 @@
 //! bench_core [--gso] 0
 //! ```
 
+use clap::Parser;
 use nfqueue_core::{Queue, QueueConfig, QueueFlags};
-use nfqueue_examples::{queue_number_arg, stop_on_signals};
+use nfqueue_examples::stop_on_signals;
+
+/// Benchmark consumer: accept every packet, one verdict each.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// Receive GSO super-packets whole.
+    #[arg(long)]
+    gso: bool,
+}
 
 /// The receive buffer every benchmark consumer asks for (the C ones too).
 const RECV_BUFFER: usize = 8 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, "bench_core [--gso] QUEUE_NUM");
-    let flags = if args.iter().any(|a| a == "--gso") {
+    let args = Args::parse();
+    let queue_num = args.queue;
+    let flags = if args.gso {
         QueueFlags::GSO
     } else {
         QueueFlags::empty()

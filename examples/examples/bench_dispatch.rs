@@ -13,21 +13,36 @@
 //! than a wait on the clock: a worker that is preempted does not get its work
 //! done meanwhile.
 
+use clap::Parser;
 use nfqueue::{Dispatcher, PacketView, QueueConfig, QueueFlags, StopHandle, Verdict};
-use nfqueue_examples::{option_arg, queue_number_arg, stop_on_signals};
+use nfqueue_examples::stop_on_signals;
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "bench_dispatch [--workers N] [--busy-us MICROS] [--gso] QUEUE_NUM";
+/// Benchmark consumer on the dispatcher: accept every packet.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// Worker threads (0: the handler runs on the receive thread).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// About this many microseconds of CPU work per packet.
+    #[arg(long = "busy-us", value_name = "MICROS", default_value_t = 0)]
+    busy_us: u64,
+    /// Receive GSO super-packets whole.
+    #[arg(long)]
+    gso: bool,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, USAGE);
-    let workers: usize = option_arg(&args, "--workers").unwrap_or(1);
-    let busy = Duration::from_micros(option_arg(&args, "--busy-us").unwrap_or(0));
+    let args = Args::parse();
+    let (queue_num, workers) = (args.queue, args.workers);
+    let busy = Duration::from_micros(args.busy_us);
     let rounds = if busy.is_zero() { 0 } else { calibrate(busy) };
-    let flags = if args.iter().any(|a| a == "--gso") {
+    let flags = if args.gso {
         QueueFlags::GSO
     } else {
         QueueFlags::empty()

@@ -12,16 +12,29 @@
 //! handle set by the signal thread. The same descriptor gets the 8 MiB receive
 //! buffer the other consumers ask for.
 
+use clap::Parser;
 use nfqueue_core::StopHandle;
-use nfqueue_examples::{queue_number_arg, stop_on_signals};
+use nfqueue_examples::stop_on_signals;
 use std::io::ErrorKind;
+
+/// Benchmark consumer on the `nfq` crate: accept every packet.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// Receive GSO super-packets whole.
+    #[arg(long)]
+    gso: bool,
+}
 
 const RECV_BUFFER: libc::c_int = 8 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, "bench_nfq [--gso] QUEUE_NUM");
-    let gso = args.iter().any(|a| a == "--gso");
+    let Args {
+        queue: queue_num,
+        gso,
+    } = Args::parse();
     let stop = StopHandle::new()?;
     stop_on_signals(stop.clone())?;
 

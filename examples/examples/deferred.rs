@@ -17,27 +17,36 @@
 //! `QueueConfig::max_len`) and finds each by a walk of its queue, so holding
 //! many packets and answering out of order has a cost.
 
+use clap::Parser;
 use nfqueue_core::{OwnedPacket, Packet, PendingVerdict, Queue, QueueConfig};
-use nfqueue_examples::{option_arg, queue_number_arg, report, stop_on_signals};
+use nfqueue_examples::{report, stop_on_signals, summary};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-const USAGE: &str = "deferred [--group N] QUEUE_NUM";
+/// Give verdicts from a second thread, each group in reverse order.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// Packets per group answered in reverse order.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    group: u16,
+}
 
 /// A group that is not full after this long is flushed anyway, so that a lull in
 /// traffic does not hold packets back for ever.
 const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    report(run())
+    report(run(Args::parse()))
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, USAGE);
-    let group_size: usize = option_arg(&args, "--group").unwrap_or(4).max(1);
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let queue_num = args.queue;
+    let group_size = usize::from(args.group);
 
     let mut queue = Queue::open()?;
     stop_on_signals(queue.stop_handle())?;
@@ -82,7 +91,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if verdicts.join().is_err() {
         eprintln!("the verdict thread panicked; its packets got the default verdict");
     }
-    eprintln!("{:?}", queue.stats());
+    summary::eprint(&summary::of_queue([], &queue));
     Ok(())
 }
 

@@ -11,30 +11,35 @@
 //! the IP and transport headers, and a verdict without a new payload leaves the
 //! packet whole whatever the copy range.
 
+use clap::Parser;
 use nfqueue_core::{CopyMode, Queue, QueueConfig};
-use nfqueue_examples::{option_args, queue_number_arg, report, stop_on_signals};
+use nfqueue_examples::{report, stop_on_signals, summary};
 use std::process::ExitCode;
 
-const USAGE: &str = "drop_by_port --port P [--port P2 ...] QUEUE_NUM";
+/// Drop UDP and TCP packets to the given destination ports, accept the rest.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// A destination port to drop; repeatable.
+    #[arg(long = "port", value_name = "PORT", required = true)]
+    ports: Vec<u16>,
+}
 
 /// IP protocol numbers of the transports whose ports are read.
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
 fn main() -> ExitCode {
-    report(run())
+    report(run(Args::parse()))
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, USAGE);
-    let ports: Vec<u16> = option_args(&args, "--port");
-    // `--port 53` alone would read 53 as both the port and the queue number.
-    if ports.is_empty() || args.len() % 2 == 0 {
-        eprintln!("usage: {USAGE}");
-        std::process::exit(2);
-    }
-
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Args {
+        queue: queue_num,
+        ports,
+    } = args;
     let mut queue = Queue::open()?;
     stop_on_signals(queue.stop_handle())?;
     // IPv4 headers are at most 60 bytes, IPv6 ones 40 here (no extension
@@ -63,10 +68,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("verdict failed: {err}");
         }
     })?;
-    eprintln!(
-        "{dropped} dropped, {accepted} accepted; {:?}",
-        queue.stats()
-    );
+    summary::eprint(&summary::of_queue(
+        [("dropped", dropped), ("accepted", accepted)],
+        &queue,
+    ));
     Ok(())
 }
 

@@ -5,17 +5,62 @@
 //! iptables -A FORWARD -j NFQUEUE --queue-balance 0:1
 //! firewall --drop-port 23 --drop-port 445 --drop-host 192.0.2.66 --workers 2 0:1
 //! ```
-//! The last argument is a queue number or a range `FIRST:LAST`.
+//!
+//! `--first N` queues only the first N packets of each connection in each
+//! direction, and the kernel passes the rest without asking: it prints the
+//! iptables rules for that (`-m connbytes`, one rule per direction), and with
+//! `--install-rules` installs them for the time it runs. Packets after the
+//! first N are never inspected; see `nfqueue_examples::queue_rules` for the
+//! trade-off.
+//!
+//! ```text
+//! firewall --first 3 --install-rules --drop-port 23 0
+//! ```
+//!
+//! `--metrics 127.0.0.1:9101` serves the dispatcher's and the kernel's
+//! counters in the Prometheus text format at `http://127.0.0.1:9101/metrics`.
 
+use clap::Parser;
 use nfqueue::net::{self, FlowKey};
-use nfqueue::{Dispatcher, PacketView, StopHandle, Verdict};
-use nfqueue_examples::stop_on_signals;
+use nfqueue::prometheus::{Exposition, CONTENT_TYPE};
+use nfqueue::{Dispatcher, PacketView, StatsHandle, StopHandle, Verdict};
+use nfqueue_examples::cli::QueueRange;
+use nfqueue_examples::queue_rules::QueueRules;
+use nfqueue_examples::{metrics_http, report, stop_on_signals, summary};
 use std::collections::HashSet;
-use std::net::IpAddr;
-use std::process;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
 
-const USAGE: &str =
-    "firewall [--drop-port PORT]... [--drop-host ADDR]... [--workers N] QUEUE|FIRST:LAST";
+/// A port and address firewall on every core.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number, or a range FIRST:LAST (as --queue-balance).
+    queues: QueueRange,
+    /// Drop packets to this destination port (TCP, UDP); repeatable.
+    #[arg(long = "drop-port", value_name = "PORT")]
+    drop_ports: Vec<u16>,
+    /// Drop packets from or to this address; repeatable.
+    #[arg(long = "drop-host", value_name = "ADDR")]
+    drop_hosts: Vec<IpAddr>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Queue only the first N packets of each connection in each direction
+    /// (connbytes rules); later packets are never inspected.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    first: Option<u64>,
+    /// The chain of the queue rules printed and installed.
+    #[arg(long, default_value = "FORWARD")]
+    chain: String,
+    /// Install the queue rules (iptables and ip6tables) while running; they
+    /// are deleted on exit.
+    #[arg(long)]
+    install_rules: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
 
 /// What to drop.
 struct Rules {
@@ -41,80 +86,74 @@ impl Rules {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut rules = Rules {
-        ports: HashSet::new(),
-        hosts: HashSet::new(),
-    };
-    let mut workers = None;
-    let mut rest = args.iter();
-    let mut queues = None;
-    while let Some(arg) = rest.next() {
-        let mut value = || {
-            rest.next()
-                .unwrap_or_else(|| fail(&format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--drop-port" => rules
-                .ports
-                .insert(value().parse().unwrap_or_else(|_| fail("bad port"))),
-            "--drop-host" => rules
-                .hosts
-                .insert(value().parse().unwrap_or_else(|_| fail("bad address"))),
-            "--workers" => {
-                workers = Some(value().parse().unwrap_or_else(|_| fail("bad worker count")));
-                true
-            }
-            spec => {
-                queues = Some(parse_queues(spec));
-                true
-            }
-        };
-    }
-    let Some((first, last)) = queues else {
-        fail("no queue given")
-    };
+fn main() -> ExitCode {
+    report(run(Args::parse()))
+}
 
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Block SIGINT/SIGTERM before any thread starts, so only the signal thread
     // sees them; it then stops the dispatcher.
-    let stop = StopHandle::new().unwrap_or_else(|e| fail(&e.to_string()));
-    stop_on_signals(stop.clone()).unwrap_or_else(|e| fail(&e.to_string()));
+    let stop = StopHandle::new()?;
+    stop_on_signals(stop.clone())?;
+
+    let queue_rules = QueueRules::new(&args.chain, args.queues, args.first);
+    if args.first.is_some() || args.install_rules {
+        let what = match args.first {
+            Some(n) => format!("the first {n} packets of each connection, each way"),
+            None => "every packet".into(),
+        };
+        println!(
+            "# queue rules: {what} of {} to queue {}",
+            args.chain, args.queues
+        );
+        for command in queue_rules.commands() {
+            println!("{command}");
+        }
+    }
+
+    let rules = Rules {
+        ports: args.drop_ports.into_iter().collect(),
+        hosts: args.drop_hosts.into_iter().collect(),
+    };
     let mut builder = Dispatcher::builder()
-        .queues(first..=last)
+        .queues(args.queues.numbers())
         .flow_affinity(FlowKey::Addresses)
         .stop_handle(stop);
-    if let Some(workers) = workers {
+    if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
-    let dispatcher = builder
-        .build(move |packet: &PacketView<'_>| rules.verdict(packet))
-        .unwrap_or_else(|e| fail(&e.to_string()));
-    eprintln!("filtering queues {first}..={last}; Ctrl-C stops");
-    match dispatcher.join() {
-        Ok(stats) => {
-            println!("{stats:#?}");
-            println!(
-                "verdict messages per packet: {:.3}",
-                stats.messages_per_packet()
-            );
+    let dispatcher = builder.build(move |packet: &PacketView<'_>| rules.verdict(packet))?;
+    // After binding: a queue nobody has bound drops what the rules send it.
+    let installed = args
+        .install_rules
+        .then(|| queue_rules.install())
+        .transpose()?;
+    if let Some(addr) = args.metrics {
+        let stats = dispatcher.stats_handle();
+        let bound = metrics_http::serve(addr, CONTENT_TYPE, move || render_metrics(&stats))?;
+        eprintln!("firewall: metrics at http://{bound}/metrics");
+    }
+    eprintln!("firewall: filtering queue {}; Ctrl-C stops", args.queues);
+
+    let result = dispatcher.join();
+    drop(installed);
+    let stats = result?;
+    let mut closing = summary::counters(stats.named());
+    closing["messages_per_packet"] = format!("{:.3}", stats.messages_per_packet()).into();
+    summary::eprint(closing.as_object().expect("counters are an object"));
+    Ok(())
+}
+
+/// The dispatcher's counters and the kernel's lines for its queues.
+fn render_metrics(stats: &StatsHandle) -> String {
+    let mut exposition = Exposition::new();
+    exposition.add(&stats.stats());
+    match stats.kernel_stats() {
+        Ok(kernel) => {
+            exposition.add(&kernel[..]);
         }
-        Err(err) => fail(&err.to_string()),
+        // In a user namespace that does not own the network namespace.
+        Err(err) => eprintln!("firewall: metrics: the kernel's counters: {err}"),
     }
-}
-
-fn parse_queues(spec: &str) -> (u16, u16) {
-    let parse = |s: &str| {
-        s.parse::<u16>()
-            .unwrap_or_else(|_| fail(&format!("bad queue number {s:?}")))
-    };
-    match spec.split_once(':') {
-        Some((first, last)) => (parse(first), parse(last)),
-        None => (parse(spec), parse(spec)),
-    }
-}
-
-fn fail(message: &str) -> ! {
-    eprintln!("firewall: {message}\nusage: {USAGE}");
-    process::exit(2);
+    exposition.to_string()
 }

@@ -6,11 +6,24 @@
 //! flow_counter [--workers N] 0
 //! ```
 
+use clap::Parser;
 use nfqueue::net::{self, FlowKey, FlowTuple};
 use nfqueue::{Dispatcher, Handler, PacketView, StopHandle, Verdict};
-use nfqueue_examples::{option_arg, queue_number_arg, stop_on_signals};
+use nfqueue_examples::{report, stop_on_signals};
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+
+/// Count packets and bytes per flow on every core; Ctrl-C prints the busiest.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
 
 /// Per-flow totals: packets and bytes.
 type Table = HashMap<FlowTuple, (u64, u64)>;
@@ -48,10 +61,12 @@ impl Drop for Counter {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue = queue_number_arg(&args, "flow_counter [--workers N] QUEUE");
-    let workers: Option<usize> = option_arg(&args, "--workers");
+fn main() -> ExitCode {
+    report(run(Args::parse()))
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Args { queue, workers } = args;
 
     let stop = StopHandle::new()?;
     stop_on_signals(stop.clone())?;

@@ -1,33 +1,54 @@
 //! `nfq-dump`: binds one or more queues and prints one line per packet (or a
-//! JSON object per line), giving each a verdict by simple policy flags. Ctrl-C
-//! (or `--count`) ends it with full statistics: this program's and the kernel's.
+//! JSON object per line), giving each a verdict by simple policy flags; with
+//! `--pcap FILE` it also writes the packets as a pcapng capture. Ctrl-C (or
+//! `--count`) ends it with full statistics, this program's and the kernel's,
+//! as aligned `name: value` lines on stderr (one JSON object with `--json`).
 //!
 //! ```text
 //! iptables -A INPUT -j NFQUEUE --queue-balance 0:1
 //! nfq-dump --drop-port 23 --mark 0x10 0 1
 //! nfq-dump --json --count 100 0:1
+//! nfq-dump --pcap capture.pcapng 0
+//! nfq-dump --pcap - 0 | wireshark -k -i -
 //! ```
+//!
+//! With `--pcap -` the capture goes to stdout and the lines to stderr
+//! (`--quiet` leaves them out). See `nfqueue_examples::pcapng` for what the
+//! capture holds.
 
 use clap::Parser;
 use nfqueue_core::net;
 use nfqueue_core::{CopyMode, Packet, Queue, QueueConfig, QueueFlags, Verdict, MAX_COPY_RANGE};
-use nfqueue_examples::stop_on_signals;
+use nfqueue_examples::cli::{parse_mark, QueueRange};
+use nfqueue_examples::pcapng::{verdict_name, Capture};
+use nfqueue_examples::{report, stop_on_signals, summary};
 use serde_json::json;
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 /// Print and judge the packets of NFQUEUE queues.
 #[derive(Debug, Parser)]
 #[command(name = "nfq-dump", version)]
 struct Args {
     /// Queue numbers to bind: `N` or a range `FIRST:LAST` (as --queue-balance).
-    #[arg(required = true, value_parser = parse_queues)]
-    queues: Vec<(u16, u16)>,
-    /// One JSON object per line instead of text.
+    #[arg(required = true)]
+    queues: Vec<QueueRange>,
+    /// One JSON object per line instead of text; the closing statistics as
+    /// one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write the packets to this pcapng file (`-`: stdout, and the lines
+    /// go to stderr).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// No line per packet (the capture and the closing statistics only).
+    #[arg(short, long)]
+    quiet: bool,
     /// Drop packets to this destination port (TCP, UDP); repeatable.
     #[arg(long = "drop-port", value_name = "PORT")]
     drop_ports: Vec<u16>,
@@ -35,7 +56,7 @@ struct Args {
     #[arg(long = "drop-host", value_name = "ADDR")]
     drop_hosts: Vec<IpAddr>,
     /// Set this mark on every accepted packet (decimal or 0x hex).
-    #[arg(long, value_parser = parse_u32)]
+    #[arg(long, value_parser = parse_mark)]
     mark: Option<u32>,
     /// Accept everything, whatever the drop flags say.
     #[arg(long)]
@@ -59,26 +80,6 @@ struct Args {
     /// Show the uid and gid of local senders.
     #[arg(long)]
     uid_gid: bool,
-}
-
-fn parse_queues(spec: &str) -> Result<(u16, u16), String> {
-    let number = |s: &str| s.parse::<u16>().map_err(|e| format!("{s:?}: {e}"));
-    let (first, last) = match spec.split_once(':') {
-        Some((first, last)) => (number(first)?, number(last)?),
-        None => (number(spec)?, number(spec)?),
-    };
-    if first > last {
-        return Err(format!("{spec}: the range is empty"));
-    }
-    Ok((first, last))
-}
-
-fn parse_u32(text: &str) -> Result<u32, String> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => text.parse(),
-    }
-    .map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// The verdict policy of the command line.
@@ -137,20 +138,41 @@ fn to_json(packet: &Packet<'_>, verdict: &Verdict<'_>) -> serde_json::Value {
         "mark": packet.mark(),
         "uid": packet.uid(),
         "gid": packet.gid(),
-        "verdict": format!("{:?}", verdict.kind()).to_lowercase(),
+        "verdict": verdict_name(verdict.kind()),
         "verdict_mark": verdict.mark(),
     })
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("nfq-dump: {err}");
-            ExitCode::FAILURE
+    report(run(Args::parse()))
+}
+
+/// An output stream: stdout, stderr or a file, buffered.
+type Output = Box<dyn Write>;
+
+/// Where the lines and the capture go: the capture to stdout only with
+/// `--pcap -`, which moves the lines to stderr.
+fn outputs(args: &Args, queues: &[u16]) -> io::Result<(Option<Output>, Option<Capture<Output>>)> {
+    let capture_on_stdout = args.pcap.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let lines: Option<Output> = match (args.quiet, capture_on_stdout) {
+        (true, _) => None,
+        (false, false) => Some(Box::new(BufWriter::new(io::stdout()))),
+        (false, true) => Some(Box::new(BufWriter::new(io::stderr()))),
+    };
+    let capture = match &args.pcap {
+        None => None,
+        Some(path) => {
+            let out: Output = if capture_on_stdout {
+                Box::new(BufWriter::new(io::stdout()))
+            } else {
+                let file = File::create(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                Box::new(BufWriter::new(file))
+            };
+            Some(Capture::new(out, queues, args.copy_range)?)
         }
-    }
+    };
+    Ok((lines, capture))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -167,16 +189,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // packets arrive.
     let mut queue = Queue::open()?;
     stop_on_signals(queue.stop_handle())?;
-    let numbers: Vec<u16> = args
-        .queues
-        .iter()
-        .flat_map(|&(first, last)| first..=last)
-        .collect();
+    let numbers: Vec<u16> = args.queues.iter().flat_map(|q| q.numbers()).collect();
     for &number in &numbers {
         queue.bind(number, &config)?;
     }
     // Room for bursts; forced when privileged.
     queue.set_recv_buffer_size(8 << 20)?;
+    // Opened before the first packet, so that a bad path fails at once.
+    let (mut lines, mut capture) = outputs(&args, &numbers)?;
     eprintln!("nfq-dump: queues {numbers:?}; Ctrl-C stops");
 
     let policy = Policy {
@@ -186,23 +206,32 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         accept_all: args.accept_all,
     };
     let stop = queue.stop_handle();
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
     let mut seen = 0u64;
     let mut write_error = None;
     queue.run(|packet| {
+        let received = SystemTime::now();
         let verdict = policy.verdict(&packet);
-        let written = if args.json {
-            writeln!(out, "{}", to_json(&packet, &verdict))
-        } else {
-            writeln!(out, "{packet} -> {}", describe(&verdict))
-        };
+        let mut written = Ok(());
+        if let Some(out) = lines.as_mut() {
+            written = if args.json {
+                writeln!(out, "{}", to_json(&packet, &verdict))
+            } else {
+                writeln!(out, "{packet} -> {}", describe(&verdict))
+            }
+            // Flush per packet so a pipe sees lines as they come.
+            .and_then(|()| out.flush());
+        }
+        if let Some(capture) = capture.as_mut() {
+            written = written
+                .and_then(|()| capture.write(&packet, &verdict, received))
+                .and_then(|()| capture.flush());
+        }
+        // The verdict goes out whatever became of the output.
         if let Err(err) = packet.verdict(&verdict) {
             eprintln!("nfq-dump: verdict failed: {err}");
         }
         seen += 1;
-        // Flush per packet so a pipe sees lines as they come.
-        if let Err(err) = written.and_then(|()| out.flush()) {
+        if let Err(err) = written {
             write_error.get_or_insert(err);
             stop.stop();
         }
@@ -210,24 +239,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             stop.stop();
         }
     })?;
-    drop(out);
+    drop((lines, capture));
     if let Some(err) = write_error {
+        // A reader that went away (`| head`, Wireshark closed) ends the dump.
         if err.kind() != io::ErrorKind::BrokenPipe {
             return Err(err.into());
         }
     }
 
-    eprintln!("nfq-dump: {seen} packets; {:?}", queue.stats());
-    for number in numbers {
-        if let Some(stats) = queue.kernel_stats(number)? {
-            eprintln!("nfq-dump: kernel, queue {number}: {stats:?}");
-        }
-    }
+    let stats = summary::of_queue([("packets", seen)], &queue);
+    summary::write(&mut io::stderr().lock(), &stats, args.json)?;
     Ok(())
 }
 
 fn describe(verdict: &Verdict<'_>) -> String {
-    let kind = format!("{:?}", verdict.kind()).to_lowercase();
+    let kind = verdict_name(verdict.kind());
     match verdict.mark() {
         Some(mark) => format!("{kind} mark {mark:#x}"),
         None => kind,

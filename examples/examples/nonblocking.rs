@@ -11,19 +11,27 @@
 //! every packet waiting and returns without blocking. The same pattern fits any
 //! reactor that can watch a file descriptor (mio, tokio's `AsyncFd`, glib, ...).
 
+use clap::Parser;
 use nfqueue_core::{Queue, QueueConfig};
-use nfqueue_examples::{queue_number_arg, report, stop_on_signals};
+use nfqueue_examples::{report, stop_on_signals, summary};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    report(run())
+/// Drive a queue from a poll(2) loop; Enter prints the counters.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, "nonblocking QUEUE_NUM");
+fn main() -> ExitCode {
+    report(run(Args::parse()))
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let queue_num = args.queue;
 
     let mut queue = Queue::open()?;
     let stop = queue.stop_handle();
@@ -49,7 +57,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             revents: 0,
         },
     ];
-    let mut handled = 0usize;
+    let mut handled = 0u64;
     while !stop.is_stopped() {
         // SAFETY: `fds` is an array of initialised pollfds that outlives the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -66,25 +74,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 if let Err(err) = packet.accept() {
                     eprintln!("accept failed: {err}");
                 }
-            })?;
+            })? as u64;
         }
         if fds[1].revents != 0 {
             let mut line = [0u8; 256];
             match io::stdin().read(&mut line) {
                 // End of input (or an unreadable stdin): stop watching it.
                 Ok(0) | Err(_) => fds[1].fd = -1,
-                Ok(_) => {
-                    eprintln!("{handled} handled; {:?}", queue.stats());
-                    match queue.kernel_stats(queue_num) {
-                        Ok(Some(kernel)) => eprintln!("kernel: {kernel:?}"),
-                        Ok(None) => eprintln!("kernel: queue {queue_num} is not bound"),
-                        // In a user namespace the /proc file belongs to the real root.
-                        Err(err) => eprintln!("kernel: {err}"),
-                    }
-                }
+                Ok(_) => print_stats(&queue, handled),
             }
         }
     }
-    eprintln!("{handled} handled; {:?}", queue.stats());
+    print_stats(&queue, handled);
     Ok(())
+}
+
+/// This handle's counters and the kernel's (which a user namespace that does
+/// not own the network namespace cannot read: then its error is shown).
+fn print_stats(queue: &Queue, handled: u64) {
+    summary::eprint(&summary::of_queue([("handled", handled)], queue));
 }

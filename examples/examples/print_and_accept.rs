@@ -6,26 +6,34 @@
 //! print_and_accept [--count N] 0
 //! ```
 
+use clap::Parser;
 use nfqueue_core::{Queue, QueueConfig, QueueFlags};
-use nfqueue_examples::{option_arg, queue_number_arg, report, stop_on_signals};
+use nfqueue_examples::{report, stop_on_signals, summary};
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    report(run())
+/// Print every packet of a queue and accept it.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// Stop after this many packets.
+    #[arg(long)]
+    count: Option<u64>,
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, "print_and_accept [--count N] QUEUE_NUM");
-    let count: Option<u64> = option_arg(&args, "--count");
+fn main() -> ExitCode {
+    report(run(Args::parse()))
+}
 
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut queue = Queue::open()?;
     stop_on_signals(queue.stop_handle())?;
     queue.bind(
-        queue_num,
+        args.queue,
         &QueueConfig::default().flags(QueueFlags::UID_GID),
     )?;
-    eprintln!("bound queue {queue_num}; Ctrl-C stops");
+    eprintln!("bound queue {}; Ctrl-C stops", args.queue);
 
     let stop = queue.stop_handle();
     let mut seen = 0u64;
@@ -36,10 +44,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if let Err(err) = packet.accept() {
             eprintln!("accept failed: {err}");
         }
-        if count.is_some_and(|count| seen >= count) {
+        if args.count.is_some_and(|count| seen >= count) {
             stop.stop();
         }
     })?;
-    eprintln!("{seen} packets; {:?}", queue.stats());
+    summary::eprint(&summary::of_queue([("packets", seen)], &queue));
     Ok(())
 }

@@ -13,23 +13,32 @@
 //! `ip rule add fwmark 7 ...`) sees the new mark. The Python package's
 //! `packet.set_mark(7); packet.accept()` is `Verdict::accept().with_mark(7)`.
 
+use clap::Parser;
 use nfqueue_core::{Queue, QueueConfig, Verdict};
-use nfqueue_examples::{option_arg, queue_number_arg, report, stop_on_signals};
+use nfqueue_examples::cli::parse_mark;
+use nfqueue_examples::{report, stop_on_signals, summary};
 use std::process::ExitCode;
 
-const USAGE: &str = "set_mark --mark M QUEUE_NUM   (M decimal or 0x hex)";
-
-fn main() -> ExitCode {
-    report(run())
+/// Accept every packet of a queue with a mark.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The queue number to bind.
+    queue: u16,
+    /// The mark to set (decimal or 0x hex).
+    #[arg(long, value_parser = parse_mark)]
+    mark: u32,
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let queue_num = queue_number_arg(&args, USAGE);
-    let Some(mark) = option_arg::<String>(&args, "--mark").and_then(|m| parse_mark(&m)) else {
-        eprintln!("usage: {USAGE}");
-        std::process::exit(2);
-    };
+fn main() -> ExitCode {
+    report(run(Args::parse()))
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Args {
+        queue: queue_num,
+        mark,
+    } = args;
 
     let mut queue = Queue::open()?;
     stop_on_signals(queue.stop_handle())?;
@@ -44,14 +53,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("verdict failed: {err}");
         }
     })?;
-    eprintln!("{:?}", queue.stats());
+    summary::eprint(&summary::of_queue([], &queue));
     Ok(())
-}
-
-/// A mark as iptables writes it: decimal, or hexadecimal after `0x`.
-fn parse_mark(text: &str) -> Option<u32> {
-    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
 }

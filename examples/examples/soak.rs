@@ -8,6 +8,7 @@
 //! rules): run it in a throwaway one, as `cargo xtask soak --packets N` does:
 //! `unshare --net target/release/examples/soak --packets 200000`.
 
+use clap::Parser;
 use nfqueue::net::{self, mangle};
 use nfqueue::{Dispatcher, PacketView, Verdict};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -164,18 +165,20 @@ struct Arrivals {
     unexpected: u64,
 }
 
+/// Push numbered datagrams through the dispatcher and check every one.
+///
+/// It changes the network namespace it runs in: run it in a throwaway one
+/// (`cargo xtask soak` does).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Datagrams to send.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    packets: u64,
+}
+
 fn main() -> ExitCode {
-    let mut packets: u64 = 200_000;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--packets", Some(n)) => packets = n,
-            _ => {
-                eprintln!("usage: soak [--packets N]");
-                return ExitCode::from(2);
-            }
-        }
-    }
+    let Args { packets } = Args::parse();
     match soak(packets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

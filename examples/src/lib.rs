@@ -1,5 +1,12 @@
-//! Helpers shared by the example programs: argument parsing that needs no
-//! dependency, and stopping a queue on SIGINT/SIGTERM.
+//! Helpers shared by the example programs: value parsers for their command
+//! lines, stopping on SIGINT/SIGTERM, closing statistics, a pcapng writer,
+//! the iptables rules of the `firewall`, and a metrics endpoint.
+
+pub mod cli;
+pub mod metrics_http;
+pub mod pcapng;
+pub mod queue_rules;
+pub mod summary;
 
 use nfqueue_core::StopHandle;
 use std::error::Error;
@@ -54,45 +61,4 @@ pub fn stop_on_signals(stop: StopHandle) -> io::Result<()> {
             stop.stop();
         })?;
     Ok(())
-}
-
-/// The queue number from the last command-line argument, or exits with `usage`.
-pub fn queue_number_arg(args: &[String], usage: &str) -> u16 {
-    match args.last().map(|a| a.parse::<u16>()) {
-        Some(Ok(queue)) => queue,
-        _ => {
-            eprintln!("usage: {usage}");
-            std::process::exit(2);
-        }
-    }
-}
-
-/// Every value given after `--name` in `args` (the option may repeat), parsed;
-/// exits on a bad value.
-pub fn option_args<T: std::str::FromStr>(args: &[String], name: &str) -> Vec<T> {
-    let mut values = Vec::new();
-    let mut rest = args;
-    while let Some(at) = rest.iter().position(|a| a == name) {
-        match rest.get(at + 1).map(|v| v.parse::<T>()) {
-            Some(Ok(value)) => values.push(value),
-            _ => {
-                eprintln!("{name} needs a valid value");
-                std::process::exit(2);
-            }
-        }
-        rest = &rest[at + 2..];
-    }
-    values
-}
-
-/// The value after `--name` in `args`, parsed, if present; exits on a bad value.
-pub fn option_arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    let at = args.iter().position(|a| a == name)?;
-    match args.get(at + 1).map(|v| v.parse::<T>()) {
-        Some(Ok(value)) => Some(value),
-        _ => {
-            eprintln!("{name} needs a valid value");
-            std::process::exit(2);
-        }
-    }
 }

@@ -30,6 +30,7 @@
 mod attr;
 mod batch;
 mod config;
+mod counter_set;
 mod deferred;
 mod error;
 mod handle;
@@ -48,6 +49,7 @@ mod verdict;
 mod view;
 
 pub mod net;
+pub mod prometheus;
 
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;

@@ -5,79 +5,47 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What a [`Queue`](crate::Queue) handle has done, counted since it was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
+crate::counter_set! {
+    /// What a [`Queue`](crate::Queue) handle has done, counted since it was opened.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub struct Stats;
+    /// Live counters behind [`Stats`], shared by a queue and its verdict handles.
+    pub(crate) struct Counters;
     /// Packets received.
-    pub packets: u64,
+    packets,
     /// Verdict messages sent (each for one packet).
-    pub verdicts: u64,
+    verdicts,
     /// Batch verdict messages sent (each for every packet up to an id).
-    pub batch_verdicts: u64,
+    batch_verdicts,
     /// Default verdicts given to packets dropped without one (included in
     /// `verdicts`).
-    pub default_verdicts: u64,
+    default_verdicts,
     /// Verdicts the kernel rejected (reported in the receive stream).
-    pub rejected_verdicts: u64,
+    rejected_verdicts,
     /// Sends of verdicts that failed, after their retries (the verdicts were
     /// not taken).
-    pub failed_sends: u64,
+    failed_sends,
     /// Sends tried again after the kernel was short of memory (`ENOBUFS`,
     /// `ENOMEM`).
-    pub send_retries: u64,
+    send_retries,
     /// Packets dropped because their verdict could not be sent as given (an
     /// invalid payload, or a send that failed); see
     /// [`Packet::verdict`](crate::Packet::verdict).
-    pub fallback_drops: u64,
+    fallback_drops,
     /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.
-    pub receive_overflows: u64,
+    receive_overflows,
     /// Malformed messages skipped.
-    pub malformed: u64,
+    malformed,
     /// `recv` system calls made (including ones that found nothing).
-    pub recv_calls: u64,
+    recv_calls,
     /// `sendmsg` system calls made.
-    pub send_calls: u64,
-}
-
-/// Live counters behind [`Stats`], shared by a queue and its verdict handles.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) packets: AtomicU64,
-    pub(crate) verdicts: AtomicU64,
-    pub(crate) batch_verdicts: AtomicU64,
-    pub(crate) default_verdicts: AtomicU64,
-    pub(crate) rejected_verdicts: AtomicU64,
-    pub(crate) failed_sends: AtomicU64,
-    pub(crate) send_retries: AtomicU64,
-    pub(crate) fallback_drops: AtomicU64,
-    pub(crate) receive_overflows: AtomicU64,
-    pub(crate) malformed: AtomicU64,
-    pub(crate) recv_calls: AtomicU64,
-    pub(crate) send_calls: AtomicU64,
+    send_calls,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> Stats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Stats {
-            packets: get(&self.packets),
-            verdicts: get(&self.verdicts),
-            batch_verdicts: get(&self.batch_verdicts),
-            default_verdicts: get(&self.default_verdicts),
-            rejected_verdicts: get(&self.rejected_verdicts),
-            failed_sends: get(&self.failed_sends),
-            send_retries: get(&self.send_retries),
-            fallback_drops: get(&self.fallback_drops),
-            receive_overflows: get(&self.receive_overflows),
-            malformed: get(&self.malformed),
-            recv_calls: get(&self.recv_calls),
-            send_calls: get(&self.send_calls),
-        }
     }
 }
 
@@ -119,6 +87,33 @@ impl QueueStats {
             last_id: u32::try_from(next()?).ok()?,
         };
         Some(stats)
+    }
+
+    /// Every field with its name, in the order of the fields, widened to
+    /// `u64`: for printing and for export (see [`prometheus`](crate::prometheus)).
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        // No `..`: a new field does not compile until it is listed here.
+        let QueueStats {
+            queue,
+            portid,
+            waiting,
+            copy_mode,
+            copy_range,
+            queue_dropped,
+            user_dropped,
+            last_id,
+        } = *self;
+        [
+            ("queue", u64::from(queue)),
+            ("portid", u64::from(portid)),
+            ("waiting", u64::from(waiting)),
+            ("copy_mode", u64::from(copy_mode)),
+            ("copy_range", u64::from(copy_range)),
+            ("queue_dropped", u64::from(queue_dropped)),
+            ("user_dropped", u64::from(user_dropped)),
+            ("last_id", u64::from(last_id)),
+        ]
+        .into_iter()
     }
 
     /// Every queue of the calling thread's network namespace.

@@ -3,6 +3,7 @@
 use crate::builder::DispatcherBuilder;
 use crate::failure::FirstFailure;
 use crate::stats::{Counters, DispatchStats, KernelStats};
+use crate::stats_handle::StatsHandle;
 use nfqueue_core::{Error, QueueStats, Result, StopHandle};
 use std::panic;
 use std::sync::Arc;
@@ -68,6 +69,12 @@ impl Dispatcher {
     /// The counters now.
     pub fn stats(&self) -> DispatchStats {
         self.counters.snapshot()
+    }
+
+    /// A handle that reads the counters from another thread, also while
+    /// [`join`](Self::join) waits (for a metrics endpoint).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle::new(Arc::clone(&self.counters), &self.queues)
     }
 
     /// The kernel's lines for this dispatcher's queues, read in the calling

@@ -67,8 +67,10 @@ mod builder;
 mod coalesce;
 mod dispatcher;
 mod failure;
+pub mod prometheus;
 mod receiver;
 mod stats;
+mod stats_handle;
 mod wake;
 mod worker;
 
@@ -76,6 +78,7 @@ pub use builder::{DispatcherBuilder, DEFAULT_CHANNEL_CAPACITY, DEFAULT_RECV_BUFF
 pub use dispatcher::Dispatcher;
 pub use nfqueue_core::*;
 pub use stats::{DispatchStats, KernelStats};
+pub use stats_handle::StatsHandle;
 pub use worker::{Handler, PanicHandler, PanicReport};
 
 /// The README's examples, compiled as doctests (here, where both crates are in

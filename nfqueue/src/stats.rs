@@ -3,65 +3,68 @@
 use nfqueue_core::{QueueStats, VerdictKind};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of a running [`Dispatcher`](crate::Dispatcher), summed over its
-/// queues and workers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DispatchStats {
+nfqueue_core::counter_set! {
+    /// Counters of a running [`Dispatcher`](crate::Dispatcher), summed over its
+    /// queues and workers.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub struct DispatchStats;
+    /// The atomics behind [`DispatchStats`].
+    pub(crate) struct Counters;
     /// Packets received from the kernel.
-    pub packets: u64,
+    packets,
     /// Packets handed to workers.
-    pub dispatched: u64,
+    dispatched,
     /// Verdicts given: accept.
-    pub accepted: u64,
+    accepted,
     /// Verdicts given: drop.
-    pub dropped: u64,
+    dropped,
     /// Verdicts given: repeat.
-    pub repeated: u64,
+    repeated,
     /// Verdicts given: queue to another number.
-    pub requeued: u64,
+    requeued,
     /// Verdicts given: stop.
-    pub stopped: u64,
+    stopped,
     /// Verdicts that carried a replacement payload.
-    pub payloads: u64,
+    payloads,
     /// Packets whose handler panicked; they got the
     /// [`on_panic`](crate::DispatcherBuilder::on_panic) verdict (counted under
     /// its kind too).
-    pub handler_panics: u64,
+    handler_panics,
     /// Packets dropped because their handler returned a verdict the kernel
     /// cannot take (see
     /// [`Verdict::validate`](nfqueue_core::Verdict::validate): an empty payload or
     /// one over [`MAX_PAYLOAD`](nfqueue_core::MAX_PAYLOAD) bytes); counted
     /// under `dropped` too.
-    pub invalid_verdicts: u64,
+    invalid_verdicts,
     /// Packets dropped because the kernel would not take their verdict's
     /// message from the socket (a payload over the socket's send buffer);
     /// counted under the verdict the handler gave too.
-    pub fallback_drops: u64,
+    fallback_drops,
     /// Packets that got the default verdict at shutdown, unread by a worker.
-    pub shutdown_defaults: u64,
+    shutdown_defaults,
     /// Batch verdict messages sent (each settles a run of packets).
-    pub batch_messages: u64,
+    batch_messages,
     /// Single verdict messages sent.
-    pub single_messages: u64,
+    single_messages,
     /// `sendmsg` calls made for verdicts (retries included).
-    pub send_calls: u64,
+    send_calls,
     /// `sendmsg` calls that failed after their retries; their verdicts stayed
     /// to be sent again.
-    pub failed_sends: u64,
+    failed_sends,
     /// `sendmsg` calls tried again after the kernel was short of memory.
-    pub send_retries: u64,
+    send_retries,
     /// `recv` calls made (including ones that found the socket empty).
-    pub recv_calls: u64,
+    recv_calls,
     /// Times a receive thread went to sleep in `poll`.
-    pub polls: u64,
+    polls,
     /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.
-    pub receive_overflows: u64,
+    receive_overflows,
     /// Verdicts the kernel rejected, and malformed messages skipped.
-    pub receive_errors: u64,
+    receive_errors,
     /// Times a receive thread found every worker channel full and stopped
     /// reading until a worker caught up.
-    pub backpressure_waits: u64,
+    backpressure_waits,
 }
 
 impl DispatchStats {
@@ -77,47 +80,6 @@ impl DispatchStats {
 
 /// The kernel's counters for the dispatcher's queues.
 pub type KernelStats = Vec<QueueStats>;
-
-macro_rules! counters {
-    ($($field:ident),* $(,)?) => {
-        /// The atomics behind [`DispatchStats`].
-        #[derive(Debug, Default)]
-        pub(crate) struct Counters {
-            $(pub(crate) $field: AtomicU64,)*
-        }
-
-        impl Counters {
-            pub(crate) fn snapshot(&self) -> DispatchStats {
-                DispatchStats { $($field: self.$field.load(Ordering::Relaxed),)* }
-            }
-        }
-    };
-}
-
-counters!(
-    packets,
-    dispatched,
-    accepted,
-    dropped,
-    repeated,
-    requeued,
-    stopped,
-    payloads,
-    handler_panics,
-    invalid_verdicts,
-    fallback_drops,
-    shutdown_defaults,
-    batch_messages,
-    single_messages,
-    send_calls,
-    failed_sends,
-    send_retries,
-    recv_calls,
-    polls,
-    receive_overflows,
-    receive_errors,
-    backpressure_waits,
-);
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -31,8 +31,8 @@ const C_PROGRAMS: &[(&str, &[&str])] = &[
     ("udp_sender", &[]),
 ];
 
-pub const USAGE: &str = "\
-  bench [--quick] [--rounds N] [--secs S] [--scenario NAME]... [--consumer NAME]...
+pub const USAGE: &str =
+    "  bench [--quick] [--rounds N] [--secs S] [--scenario NAME]... [--consumer NAME]...
         [--sender-gso SEGMENTS] [--soak PACKETS]
                                packets per second through one queue, nfqueue's consumers
                                side by side with C ones (libnetfilter_queue); results in

@@ -7,37 +7,98 @@ mod asan;
 mod bench;
 mod bench_measure;
 mod bench_report;
+mod bindings;
 mod cmd;
 mod demo;
 mod fuzz;
+mod package;
 mod prereqs;
 mod soak;
 mod test_netns;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
-
-commands:
-  prereqs                      check (and as root on Debian, install) system packages
-  test-netns [--no-userns] [--require-userns] [-- <cargo test args>]
+/// Every command with its usage text, as `help` lists them and
+/// `cargo xtask <command> --help` prints one.
+const COMMANDS: &[(&str, &str)] = &[
+    (
+        "prereqs",
+        "  prereqs [-v]                 check (and as root on Debian, install) system packages;
+                               one line when all are there, -v lists each
+",
+    ),
+    (
+        "test-netns",
+        "  test-netns [--no-userns] [--require-userns] [-- <cargo test args> [-- <libtest args>]]
                                run the workspace tests against the kernel: as root, then
                                as user nobody in a user+net namespace (skipped with
                                --no-userns, or, with the reason, where user namespaces
                                are refused, unless --require-userns); as an ordinary
                                user, in a user+net namespace
-  demo [nfq-dump|print_and_accept]
+",
+    ),
+    (
+        "demo",
+        "  demo [nfq-dump|print_and_accept]
                                run an example (default nfq-dump) on real traffic in a
                                throwaway network namespace
-  fuzz [--secs N] [--runs N] [--jobs N] [--sanitizer address|none] [TARGET...]
+",
+    ),
+    (
+        "fuzz",
+        "  fuzz [--secs N] [--runs N] [--jobs N] [--sanitizer address|none] [TARGET...]
                                run the cargo-fuzz targets of fuzz/ (message, net_parse,
                                mangle, verdict) for N seconds (default 60) each
-  asan [-- <libtest args>]     the tests of nfqueue-sys, nfqueue-core and nfqueue built
+",
+    ),
+    (
+        "asan",
+        "  asan [-- <libtest args>]     the tests of nfqueue-sys, nfqueue-core and nfqueue built
                                with AddressSanitizer (nightly flag, RUSTC_BOOTSTRAP=1)
-  soak [--packets N]           push N packets (default 200000) through the dispatcher in a
+",
+    ),
+    (
+        "soak",
+        "  soak [--packets N]           push N packets (default 200000) through the dispatcher in a
                                throwaway network namespace; check verdicts and flat usage
-";
+",
+    ),
+    ("bench", bench::USAGE),
+    (
+        "bindings",
+        "  bindings [--check]           regenerate nfqueue-sys/src/bindings.rs (the bindings docs.rs
+                               and the feature pregenerated-bindings use), or check it
+",
+    ),
+    (
+        "package",
+        "  package                      cargo package nfqueue-sys, nfqueue-core and nfqueue, and
+                               build nfqueue-sys's docs as docs.rs does (no libclang)
+",
+    ),
+    (
+        "help",
+        "  help                         this list (also -h, --help; `<command> --help` for one)
+",
+    ),
+];
+
+/// The usage of every command.
+fn usage() -> String {
+    let commands: String = COMMANDS.iter().map(|(_, usage)| *usage).collect();
+    format!("usage: cargo xtask <command>\n\ncommands:\n{commands}")
+}
+
+/// The usage of `command` when its arguments ask for help (`-h` or `--help`
+/// before any `--`, after which arguments belong to other programs).
+fn help_asked(command: &str, args: &[String]) -> Option<&'static str> {
+    let asked = args
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-h" || a == "--help");
+    let usage = COMMANDS.iter().find(|(name, _)| *name == command)?.1;
+    asked.then_some(usage)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,8 +106,12 @@ fn main() -> ExitCode {
         Some((c, rest)) => (c.as_str(), rest),
         None => ("help", &[][..]),
     };
+    if let Some(usage) = help_asked(command, rest) {
+        print!("usage: cargo xtask {}", usage.trim_start());
+        return ExitCode::SUCCESS;
+    }
     let result = match command {
-        "prereqs" => prereqs::run().map(|()| 0),
+        "prereqs" => prereqs::main(rest),
         "test-netns" => prereqs::run().and_then(|()| test_netns::run(rest)),
         "demo" => prereqs::run().and_then(|()| demo::run(rest)),
         "fuzz" => prereqs::run().and_then(|()| fuzz::run(rest)),
@@ -55,18 +120,15 @@ fn main() -> ExitCode {
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
         "bench" => prereqs::run().and_then(|()| bench::run(rest)),
+        "bindings" => prereqs::run().and_then(|()| bindings::run(rest)),
+        "package" => prereqs::run().and_then(|()| package::run(rest)),
         bench::INNER => bench::inner(rest),
         "help" | "-h" | "--help" => {
-            print!("{USAGE}{}", bench::USAGE);
+            print!("{}", usage());
             Ok(0)
         }
         other => {
-            eprint!(
-                "xtask: unknown command `{other}`
-
-{USAGE}{}",
-                bench::USAGE
-            );
+            eprint!("xtask: unknown command `{other}`\n\n{}", usage());
             Ok(2)
         }
     };
@@ -76,5 +138,27 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn help_is_asked_before_a_double_dash_only() {
+        assert!(help_asked("soak", &args(&["--help"])).is_some());
+        assert!(help_asked("soak", &args(&["--packets", "5", "-h"])).is_some());
+        // After `--`, arguments belong to cargo test or the test binaries.
+        assert!(help_asked("test-netns", &args(&["--", "--help"])).is_none());
+        assert!(help_asked("asan", &args(&["--", "-h"])).is_none());
+        assert!(help_asked("soak", &args(&["--packets", "5"])).is_none());
+        // Hidden and unknown commands have no usage of their own.
+        assert!(help_asked(demo::INNER, &args(&["--help"])).is_none());
+        assert!(help_asked("nope", &args(&["--help"])).is_none());
     }
 }

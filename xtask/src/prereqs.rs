@@ -101,12 +101,15 @@ const CHECKS: &[Check] = &[
     },
 ];
 
-/// Runs every check once, prints one line each, and returns the packages still missing.
-fn check_all() -> Vec<&'static str> {
+/// Runs every check once and returns the packages still missing. It prints a
+/// line for each check that failed (for every check when `verbose`), and one
+/// line in all when nothing is missing.
+fn check_all(verbose: bool) -> Vec<&'static str> {
     let mut missing = Vec::new();
     for check in CHECKS {
         match (check.probe)() {
-            Some(found) => eprintln!("prereqs: {:<32} ok ({found})", check.what),
+            Some(found) if verbose => eprintln!("prereqs: {:<32} ok ({found})", check.what),
+            Some(_) => {}
             None => {
                 eprintln!(
                     "prereqs: {:<32} MISSING (package {})",
@@ -119,12 +122,31 @@ fn check_all() -> Vec<&'static str> {
             }
         }
     }
+    if missing.is_empty() {
+        eprintln!("prereqs: all {} present", CHECKS.len());
+    }
     missing
 }
 
-/// Checks prerequisites, installing what is missing with apt-get when root on Debian.
+/// `cargo xtask prereqs [-v]`.
+pub fn main(args: &[String]) -> Result<u8> {
+    let verbose = match args {
+        [] => false,
+        [flag] if flag == "-v" || flag == "--verbose" => true,
+        _ => return Err("usage: cargo xtask prereqs [-v]".into()),
+    };
+    check(verbose).map(|()| 0)
+}
+
+/// Checks prerequisites quietly (one line when all are present),
+/// installing what is missing with apt-get when root on Debian.
 pub fn run() -> Result<()> {
-    let missing = check_all();
+    check(false)
+}
+
+/// Checks prerequisites, installing what is missing with apt-get when root on Debian.
+fn check(verbose: bool) -> Result<()> {
+    let missing = check_all(verbose);
     if missing.is_empty() {
         return Ok(());
     }
@@ -142,7 +164,7 @@ pub fn run() -> Result<()> {
         .into());
     }
     apt_install(&missing)?;
-    let still = check_all();
+    let still = check_all(verbose);
     if still.is_empty() {
         Ok(())
     } else {

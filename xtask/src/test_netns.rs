@@ -274,6 +274,8 @@ fn load_modules() -> Result<()> {
         iptables -A OUTPUT -j NFQUEUE --queue-num 0; \
         ip6tables -A OUTPUT -j NFQUEUE --queue-num 0; \
         iptables -t mangle -A OUTPUT -m mark --mark 1 -j MARK --set-mark 2; \
+        iptables -A OUTPUT -m conntrack --ctdir REPLY -m connbytes --connbytes 0:1 \
+            --connbytes-dir reply --connbytes-mode packets -j ACCEPT; \
         ip6tables -t mangle -A OUTPUT -m mark --mark 1 -j MARK --set-mark 2; \
         ip link add nfq-warm0 type veth peer name nfq-warm1; \
         true";
