@@ -183,7 +183,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = QueueConfig::default()
         .copy_mode(CopyMode::Packet(args.copy_range))
         .flags(flags);
-    config.max_len = args.max_len;
+    if let Some(max_len) = args.max_len {
+        config = config.max_len(max_len);
+    }
 
     // One socket binds every queue: the lines come out in the order the
     // packets arrive.

@@ -174,7 +174,7 @@ pub fn verdict_name(kind: VerdictKind) -> String {
         VerdictKind::Accept => "accept".into(),
         VerdictKind::Drop => "drop".into(),
         VerdictKind::Repeat => "repeat".into(),
-        VerdictKind::Stop => "stop".into(),
+        VerdictKind::AcceptFinal => "accept-final".into(),
         VerdictKind::Queue { num, bypass: false } => format!("queue:{num}"),
         VerdictKind::Queue { num, bypass: true } => format!("queue:{num}:bypass"),
     }

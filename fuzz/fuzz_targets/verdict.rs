@@ -139,7 +139,7 @@ fn verdict_kind(kind: &Kind) -> VerdictKind {
         Kind::Accept => VerdictKind::Accept,
         Kind::Drop => VerdictKind::Drop,
         Kind::Repeat => VerdictKind::Repeat,
-        Kind::Stop => VerdictKind::Stop,
+        Kind::Stop => VerdictKind::AcceptFinal,
         Kind::Queue { num, bypass } => VerdictKind::Queue { num, bypass },
     }
 }

@@ -71,39 +71,48 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
-/// Highest attribute kind kept in an [`AttrTable`]; covers every `NFQA_*` of the
+/// Highest attribute kind kept in an [`AttrIndex`]; covers every `NFQA_*` of the
 /// kernel header this crate was built against, with room for a few newer ones.
 pub(crate) const TABLE_SIZE: usize = 32;
 
-/// The attributes of one message indexed by kind (the last one of a kind wins),
-/// built in one pass without allocating.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct AttrTable<'a> {
-    slots: [Option<&'a [u8]>; TABLE_SIZE],
+/// Marks a kind that the message does not have.
+const ABSENT: u32 = u32::MAX;
+
+/// Where each attribute of one message lies, by kind (the last one of a kind
+/// wins), built in one pass without allocating. It holds offsets, not
+/// references, so that it can be kept beside an owned copy of the bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttrIndex {
+    /// Start and length of each kind's value; `ABSENT` as start when missing.
+    slots: [(u32, u32); TABLE_SIZE],
 }
 
-impl<'a> AttrTable<'a> {
-    /// Parses every attribute of `bytes`, failing on the first malformed one.
-    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, MalformedError> {
-        let mut table = AttrTable::default();
+impl AttrIndex {
+    /// Indexes every attribute of `bytes`, failing on the first malformed one.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, MalformedError> {
+        let mut index = AttrIndex {
+            slots: [(ABSENT, 0); TABLE_SIZE],
+        };
         for attr in Attributes::new(bytes) {
             let attr = attr?;
-            if let Some(slot) = table.slots.get_mut(usize::from(attr.kind)) {
-                *slot = Some(attr.value);
+            if let Some(slot) = index.slots.get_mut(usize::from(attr.kind)) {
+                let start = attr.value.as_ptr() as usize - bytes.as_ptr() as usize;
+                // Netlink lengths are 16-bit and the bytes are one message, so
+                // both fit in a u32.
+                *slot = (start as u32, attr.value.len() as u32);
             }
         }
-        Ok(table)
+        Ok(index)
     }
 
-    /// The value of attribute `kind`, if present.
-    pub(crate) fn get(&self, kind: u32) -> Option<&'a [u8]> {
-        self.slots.get(kind as usize).copied().flatten()
-    }
-
-    /// The value of attribute `kind` as a big-endian u32 (the byte order of
-    /// every integer attribute of nfnetlink_queue), if present and long enough.
-    pub(crate) fn get_be32(&self, kind: u32) -> Option<u32> {
-        self.get(kind).and_then(be32)
+    /// The value of attribute `kind` in `bytes` (the bytes this was built
+    /// from), if present.
+    pub(crate) fn get<'a>(&self, bytes: &'a [u8], kind: u32) -> Option<&'a [u8]> {
+        let &(start, len) = self.slots.get(kind as usize)?;
+        if start == ABSENT {
+            return None;
+        }
+        bytes.get(start as usize..start as usize + len as usize)
     }
 }
 
@@ -175,11 +184,11 @@ mod tests {
         let mut bytes = attr(3, &[1, 2, 3, 4]);
         bytes.extend(attr(10, &[7; 13]));
         for end in 0..=bytes.len() {
-            let _ = AttrTable::parse(&bytes[..end]);
+            let _ = AttrIndex::parse(&bytes[..end]);
         }
-        let table = AttrTable::parse(&bytes).unwrap();
-        assert_eq!(table.get_be32(3), Some(0x01020304));
-        assert_eq!(table.get(10).map(<[u8]>::len), Some(13));
-        assert_eq!(table.get(200), None);
+        let index = AttrIndex::parse(&bytes).unwrap();
+        assert_eq!(index.get(&bytes, 3).and_then(be32), Some(0x01020304));
+        assert_eq!(index.get(&bytes, 10).map(<[u8]>::len), Some(13));
+        assert_eq!(index.get(&bytes, 200), None);
     }
 }

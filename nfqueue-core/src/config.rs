@@ -1,6 +1,7 @@
 //! How a queue is configured: copy mode, queue length and flags.
 
 use crate::error::{Error, Result};
+use crate::verdict::VerdictKind;
 use nfqueue_sys as sys;
 
 /// The largest copy range the kernel accepts (`0xffff` minus a netlink attribute
@@ -64,44 +65,76 @@ bitflags::bitflags! {
 
 /// Settings applied to a queue number when it is bound (or by
 /// [`Queue::configure`](crate::Queue::configure)).
+///
+/// ```
+/// use nfqueue_core::{CopyMode, QueueConfig, QueueFlags, VerdictKind};
+///
+/// let config = QueueConfig::default()
+///     .copy_mode(CopyMode::Packet(128))
+///     .max_len(4096)
+///     .flags(QueueFlags::FAIL_OPEN)
+///     // A packet the program forgets passes: say so where the queue is bound.
+///     .unanswered(VerdictKind::Accept);
+/// assert_eq!(config.unanswered_verdict(), VerdictKind::Accept);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueConfig {
-    /// What the kernel copies of each packet. Default: whole packets.
-    pub copy_mode: CopyMode,
-    /// Most packets waiting for a verdict before the kernel drops new ones (or
-    /// accepts them under [`QueueFlags::FAIL_OPEN`]). `None` keeps the kernel's
-    /// default of 1024.
-    pub max_len: Option<u32>,
-    /// Flags; flags not set here are cleared.
-    pub flags: QueueFlags,
+    pub(crate) copy_mode: CopyMode,
+    pub(crate) max_len: Option<u32>,
+    pub(crate) flags: QueueFlags,
+    pub(crate) unanswered: VerdictKind,
 }
 
 impl Default for QueueConfig {
+    /// Whole packets, the kernel's queue length (1024), no flags, and drop for
+    /// packets left without a verdict.
     fn default() -> Self {
         QueueConfig {
             copy_mode: CopyMode::default(),
             max_len: None,
             flags: QueueFlags::empty(),
+            unanswered: VerdictKind::Drop,
         }
     }
 }
 
 impl QueueConfig {
-    /// Sets the copy mode.
+    /// What the kernel copies of each packet. Default: whole packets.
     pub fn copy_mode(mut self, mode: CopyMode) -> Self {
         self.copy_mode = mode;
         self
     }
 
-    /// Sets the most packets waiting for a verdict.
+    /// Most packets waiting for a verdict before the kernel drops new ones (or
+    /// accepts them under [`QueueFlags::FAIL_OPEN`]). Default: the kernel's
+    /// 1024.
     pub fn max_len(mut self, max_len: u32) -> Self {
         self.max_len = Some(max_len);
         self
     }
 
-    /// Sets the flags.
+    /// The flags; flags not set here are cleared. Default: none.
     pub fn flags(mut self, flags: QueueFlags) -> Self {
         self.flags = flags;
         self
+    }
+
+    /// The verdict a packet of this queue gets when its holder
+    /// ([`Packet`](crate::Packet), [`PendingVerdict`](crate::PendingVerdict),
+    /// [`OwnedPacket`](crate::OwnedPacket)) is dropped without one, and the
+    /// verdict a dispatcher gives the packets it reads while stopping.
+    /// Default: [`VerdictKind::Drop`], so that a forgotten packet does not
+    /// pass unless the bind says so, and `drop(packet)` means what
+    /// `packet.drop()` means.
+    pub fn unanswered(mut self, kind: VerdictKind) -> Self {
+        self.unanswered = kind;
+        self
+    }
+
+    /// The verdict for packets left without one (see
+    /// [`unanswered`](Self::unanswered)).
+    pub fn unanswered_verdict(&self) -> VerdictKind {
+        self.unanswered
     }
 }

@@ -1,109 +1,94 @@
 //! Packets whose verdict comes later: by id only, or with their bytes.
 
-use crate::error::Result;
 use crate::handle::VerdictHandle;
-use crate::ifname::{self, InterfaceName};
 use crate::verdict::{Verdict, VerdictKind};
-use crate::view::PacketView;
+use crate::verdict_right::{verdict_methods, VerdictError, VerdictRight};
+use crate::view::{Meta, PacketView};
+use std::os::fd::AsFd;
 
 /// The right to give one packet its verdict, later and from any thread. It is
 /// `Send`; its verdict methods take it by value, so a packet gets one verdict.
-/// Dropped without a verdict, it sends the queue's default verdict.
+/// Dropped without a verdict, it sends the queue's unanswered verdict.
 #[derive(Debug)]
 pub struct PendingVerdict {
-    handle: VerdictHandle,
-    queue: u16,
-    id: u32,
-    default: VerdictKind,
-    settled: bool,
+    right: VerdictRight<VerdictHandle>,
 }
 
 impl PendingVerdict {
-    pub(crate) fn new(handle: VerdictHandle, queue: u16, id: u32, default: VerdictKind) -> Self {
-        PendingVerdict {
-            handle,
-            queue,
-            id,
-            default,
-            settled: false,
-        }
+    pub(crate) fn new(right: VerdictRight<VerdictHandle>) -> Self {
+        PendingVerdict { right }
     }
 
     /// The packet's queue number.
     pub fn queue(&self) -> u16 {
-        self.queue
+        self.right.queue()
     }
 
     /// The packet's id.
     pub fn id(&self) -> u32 {
-        self.id
+        self.right.id()
     }
 
-    /// Gives the packet `verdict`.
-    ///
-    /// # Errors
-    /// As [`VerdictHandle::verdict`]; on error the packet is dropped instead, as
-    /// [`Packet::verdict`](crate::Packet::verdict) does.
-    pub fn verdict(mut self, verdict: &Verdict<'_>) -> Result<()> {
-        self.settled = true;
-        self.handle.verdict_or_drop(self.queue, self.id, verdict)
+    /// The verdict the packet gets if this is dropped without one.
+    pub fn unanswered_verdict(&self) -> VerdictKind {
+        self.right.unanswered()
     }
 
-    /// Accepts the packet.
+    /// Gives the packet `verdict`, or returns this with the error when the
+    /// verdict cannot be sent (nothing was sent then), to try again.
     ///
     /// # Errors
-    /// As [`verdict`](Self::verdict).
-    pub fn accept(self) -> Result<()> {
-        self.verdict(&Verdict::accept())
+    /// As [`VerdictHandle::verdict`].
+    pub fn try_verdict(mut self, verdict: &Verdict<'_>) -> Result<(), VerdictError<Self>> {
+        match self.right.give(verdict) {
+            Ok(()) => Ok(()),
+            Err(err) => Err(VerdictError::new(err, self)),
+        }
     }
 
-    /// Drops the packet.
-    ///
-    /// # Errors
-    /// As [`verdict`](Self::verdict).
-    pub fn drop(self) -> Result<()> {
-        self.verdict(&Verdict::drop())
-    }
+    verdict_methods!();
 
     /// Gives up the right without sending anything: the caller takes over, e.g.
     /// with [`VerdictHandle::verdict`] or a batch verdict by id. A packet that
     /// then gets no verdict stays queued until the socket closes.
     pub fn forget(mut self) {
-        self.settled = true;
+        self.right.forget();
     }
-}
 
-impl Drop for PendingVerdict {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.handle
-                .default_verdict(self.queue, self.id, self.default);
-        }
+    fn handle(&self) -> &VerdictHandle {
+        self.right.handle()
     }
 }
 
 /// A packet copied out of the receive buffer, with the right to give it its
-/// verdict later (see [`PendingVerdict`]). `Send`, so it can go to another thread.
+/// verdict later (see [`PendingVerdict`]). `Send`, so it can go to another
+/// thread or task. Its attributes were parsed when it was received:
+/// [`view`](Self::view) reads them without parsing again.
 #[derive(Debug)]
 pub struct OwnedPacket {
-    queue: u16,
     attrs: Box<[u8]>,
+    meta: Meta,
     pending: PendingVerdict,
 }
 
 impl OwnedPacket {
-    pub(crate) fn new(queue: u16, attrs: Box<[u8]>, pending: PendingVerdict) -> Self {
+    pub(crate) fn new(attrs: Box<[u8]>, meta: Meta, pending: PendingVerdict) -> Self {
         OwnedPacket {
-            queue,
             attrs,
+            meta,
             pending,
         }
     }
 
-    /// The packet's metadata and payload.
+    /// The packet's metadata and payload, interface names included.
     pub fn view(&self) -> PacketView<'_> {
-        PacketView::parse(self.queue, &self.attrs)
-            .expect("the attributes were parsed when the packet was received")
+        PacketView::from_meta(&self.attrs, self.meta)
+            .with_interface_names(self.pending.handle().as_fd())
+    }
+
+    /// The packet's queue number.
+    pub fn queue(&self) -> u16 {
+        self.pending.queue()
     }
 
     /// The packet's id.
@@ -111,44 +96,36 @@ impl OwnedPacket {
         self.pending.id()
     }
 
-    /// The name of the interface the packet arrived on, in the queue socket's
-    /// network namespace.
-    pub fn indev_name(&self) -> Option<InterfaceName> {
-        ifname::lookup(self.pending_fd(), self.view().indev()?).ok()
+    /// The verdict the packet gets if this is dropped without one.
+    pub fn unanswered_verdict(&self) -> VerdictKind {
+        self.pending.unanswered_verdict()
     }
 
-    /// The name of the interface the packet leaves on.
-    pub fn outdev_name(&self) -> Option<InterfaceName> {
-        ifname::lookup(self.pending_fd(), self.view().outdev()?).ok()
-    }
-
-    fn pending_fd(&self) -> std::os::fd::RawFd {
-        self.pending.handle.shared.socket.fd()
-    }
-
-    /// Gives the packet `verdict`.
+    /// Gives the packet `verdict`, or returns it with the error when the
+    /// verdict cannot be sent (nothing was sent then), to try again.
     ///
     /// # Errors
-    /// As [`PendingVerdict::verdict`].
-    pub fn verdict(self, verdict: &Verdict<'_>) -> Result<()> {
-        self.pending.verdict(verdict)
+    /// As [`VerdictHandle::verdict`].
+    pub fn try_verdict(self, verdict: &Verdict<'_>) -> Result<(), VerdictError<Self>> {
+        let OwnedPacket {
+            attrs,
+            meta,
+            pending,
+        } = self;
+        pending.try_verdict(verdict).map_err(|err| {
+            let (error, pending) = err.into_parts();
+            VerdictError::new(
+                error,
+                OwnedPacket {
+                    attrs,
+                    meta,
+                    pending,
+                },
+            )
+        })
     }
 
-    /// Accepts the packet.
-    ///
-    /// # Errors
-    /// As [`PendingVerdict::verdict`].
-    pub fn accept(self) -> Result<()> {
-        self.pending.accept()
-    }
-
-    /// Drops the packet.
-    ///
-    /// # Errors
-    /// As [`PendingVerdict::verdict`].
-    pub fn drop(self) -> Result<()> {
-        self.pending.drop()
-    }
+    verdict_methods!();
 
     /// Separates the bytes from the right to the verdict.
     pub fn into_pending(self) -> PendingVerdict {

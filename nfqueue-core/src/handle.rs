@@ -6,6 +6,7 @@ use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, Stats};
 use crate::verdict::{self, Verdict, VerdictKind, PADDING};
 use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 /// What a queue handle shares with its verdict handles and deferred packets:
@@ -66,8 +67,8 @@ impl VerdictHandle {
     /// [`Error::Sys`](crate::Error::Sys) when the send fails. Nothing was sent
     /// then: the packet still waits for a verdict, which is the caller's to
     /// give (this is the one verdict call that leaves the packet waiting; the
-    /// methods of [`Packet`](crate::Packet) and
-    /// [`PendingVerdict`](crate::PendingVerdict) drop it instead). A stale id is
+    /// methods of [`Packet`](crate::Packet) and the other holders drop it, or
+    /// give it back with `try_verdict`). A stale id is
     /// not an error here: the kernel reports it later, as
     /// [`Error::VerdictRejected`](crate::Error::VerdictRejected) from the receive call.
     pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
@@ -101,6 +102,12 @@ impl VerdictHandle {
         self.count(result, &self.shared.counters.batch_verdicts)
     }
 
+    /// The netlink port id of the socket, as /proc/net/netfilter/nfnetlink_queue
+    /// shows it.
+    pub fn portid(&self) -> u32 {
+        self.shared.socket.portid()
+    }
+
     /// The counters of the queue handle this was taken from.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
@@ -114,24 +121,27 @@ impl VerdictHandle {
         result
     }
 
-    /// Gives packet `id` `verdict`, or, when that cannot be sent as given (an
-    /// invalid payload, a failed send), drops it: a fallback never lets through
-    /// what the caller meant to change or stop. Returns the error of the verdict
-    /// asked for, after the fallback.
-    pub(crate) fn verdict_or_drop(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
-        let result = self.verdict(queue, id, verdict);
-        let plain_drop = verdict.kind() == VerdictKind::Drop && verdict.payload().is_none();
-        if result.is_err() && !plain_drop && self.verdict(queue, id, &Verdict::drop()).is_ok() {
-            Counters::bump(&self.shared.counters.fallback_drops);
+    /// Sends `kind` for a packet dropped without a verdict; a failure can only
+    /// be counted, as this runs in `Drop`.
+    pub(crate) fn unanswered_verdict(&self, queue: u16, id: u32, kind: VerdictKind) {
+        if self.verdict(queue, id, &Verdict::new(kind)).is_ok() {
+            Counters::bump(&self.shared.counters.unanswered_verdicts);
         }
-        result
     }
 
-    /// Sends `default` for a packet dropped without a verdict; a failure can only
-    /// be counted, as this runs in `Drop`.
-    pub(crate) fn default_verdict(&self, queue: u16, id: u32, default: VerdictKind) {
-        if self.verdict(queue, id, &Verdict::new(default)).is_ok() {
-            Counters::bump(&self.shared.counters.default_verdicts);
+    /// Drops a packet whose verdict could not be sent as given.
+    pub(crate) fn fallback_drop(&self, queue: u16, id: u32) {
+        if self.verdict(queue, id, &Verdict::drop()).is_ok() {
+            Counters::bump(&self.shared.counters.fallback_drops);
         }
+    }
+}
+
+/// The queue's socket, kept open while this handle lives.
+impl AsFd for VerdictHandle {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the socket stays open as long as `self` (which shares it) is
+        // borrowed.
+        unsafe { BorrowedFd::borrow_raw(self.shared.socket.fd()) }
     }
 }

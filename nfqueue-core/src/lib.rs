@@ -46,6 +46,7 @@ mod socket;
 mod stats;
 mod stop;
 mod verdict;
+mod verdict_right;
 mod view;
 
 pub mod net;
@@ -65,4 +66,5 @@ pub use recv_buffer::{BURST_LEN, RECV_BUFFER_LEN};
 pub use stats::{QueueStats, Stats};
 pub use stop::StopHandle;
 pub use verdict::{Verdict, VerdictKind, MAX_PAYLOAD};
+pub use verdict_right::VerdictError;
 pub use view::{Hook, PacketView, SkbInfo, Vlan};

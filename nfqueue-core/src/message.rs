@@ -1,7 +1,7 @@
 //! Netlink messages as the kernel sends them on a queue socket: packets, and
 //! error or acknowledgement messages for earlier requests.
 
-use crate::attr::{align4, be16, be32, AttrTable};
+use crate::attr::{align4, be16, be32, AttrIndex};
 use crate::error::MalformedError;
 use nfqueue_sys as sys;
 
@@ -132,8 +132,10 @@ fn parse_ack(body: &[u8]) -> Result<Ack, MalformedError> {
     let queue = echoed.get(2..4).and_then(be16);
     let packet_id = echoed
         .get(NFGENMSG_LEN..)
-        .and_then(|attrs| AttrTable::parse(attrs).ok())
-        .and_then(|table| table.get(sys::nfqnl_attr_type::NFQA_VERDICT_HDR))
+        .and_then(|attrs| {
+            let index = AttrIndex::parse(attrs).ok()?;
+            index.get(attrs, sys::nfqnl_attr_type::NFQA_VERDICT_HDR)
+        })
         .and_then(|hdr| hdr.get(4..8))
         .and_then(be32);
     Ok(Ack {

@@ -1,23 +1,25 @@
 //! A received packet that must get a verdict: the type system allows one.
 
 use crate::deferred::{OwnedPacket, PendingVerdict};
-use crate::error::Result;
 use crate::handle::VerdictHandle;
-use crate::ifname::{self, InterfaceName};
 use crate::verdict::{Verdict, VerdictKind};
+use crate::verdict_right::{verdict_methods, VerdictError, VerdictRight};
 use crate::view::PacketView;
 use std::fmt;
 use std::ops::Deref;
 
 /// A packet received from a queue, borrowing the queue's receive buffer.
 ///
-/// Read it through the getters of [`PacketView`] (it dereferences to one), then
-/// give it one verdict: each verdict method takes the packet by value, so a
-/// second verdict does not compile. A packet dropped without a verdict gets the
-/// queue's default verdict ([`Queue::set_default_verdict`](crate::Queue::set_default_verdict),
-/// accept unless changed), so no packet is left waiting in the kernel by
-/// accident. To give the verdict later or on another thread, [`defer`](Self::defer)
-/// it, or keep its bytes too with [`into_owned`](Self::into_owned).
+/// Read it through the getters of [`PacketView`] (it dereferences to one),
+/// interface names included, then give it one verdict: each verdict method
+/// takes the packet by value, so a second verdict does not compile. A packet
+/// dropped without a verdict gets its queue's unanswered verdict
+/// ([`QueueConfig::unanswered`](crate::QueueConfig::unanswered), drop unless
+/// the bind said otherwise), so no packet is left waiting in the kernel by
+/// accident, and `drop(packet)` does what `packet.drop()` does unless the
+/// queue was bound to accept forgotten packets. To give the verdict later or
+/// on another thread, [`defer`](Self::defer) it, or keep its bytes too with
+/// [`into_owned`](Self::into_owned).
 ///
 /// ```compile_fail
 /// # fn f(packet: nfqueue_core::Packet<'_>) -> nfqueue_core::Result<()> {
@@ -27,134 +29,66 @@ use std::ops::Deref;
 /// ```
 pub struct Packet<'a> {
     view: PacketView<'a>,
-    handle: &'a VerdictHandle,
-    default: VerdictKind,
-    settled: bool,
+    right: VerdictRight<&'a VerdictHandle>,
 }
 
 impl<'a> Packet<'a> {
     pub(crate) fn new(
         view: PacketView<'a>,
         handle: &'a VerdictHandle,
-        default: VerdictKind,
+        unanswered: VerdictKind,
     ) -> Self {
         Packet {
+            right: VerdictRight::new(handle, view.queue(), view.id(), unanswered),
             view,
-            handle,
-            default,
-            settled: false,
         }
     }
 
-    /// Gives the packet `verdict` (with its mark and payload, if any).
+    /// Gives the packet `verdict`, or returns it with the error when the
+    /// verdict cannot be sent (nothing was sent then), to try again.
     ///
     /// # Errors
-    /// As [`VerdictHandle::verdict`]. On error the packet is dropped instead
-    /// (counted in [`Stats::fallback_drops`](crate::Stats::fallback_drops)), so
-    /// it neither stays queued nor passes: a drop that cannot be sent as given
-    /// stays a drop, and an accept whose new payload the kernel cannot take
-    /// (empty, or over [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes) does not let
-    /// the original bytes through, which the rewrite was meant to replace.
-    /// Never the default verdict: that is for packets given no verdict at all.
-    pub fn verdict(mut self, verdict: &Verdict<'_>) -> Result<()> {
-        self.settled = true;
-        self.handle
-            .verdict_or_drop(self.view.queue(), self.view.id(), verdict)
+    /// As [`VerdictHandle::verdict`].
+    pub fn try_verdict(mut self, verdict: &Verdict<'_>) -> Result<(), VerdictError<Self>> {
+        match self.right.give(verdict) {
+            Ok(()) => Ok(()),
+            Err(err) => Err(VerdictError::new(err, self)),
+        }
     }
 
-    /// Accepts the packet.
-    ///
-    /// # Errors
-    /// As [`verdict`](Self::verdict).
-    pub fn accept(self) -> Result<()> {
-        self.verdict(&Verdict::accept())
-    }
+    verdict_methods!();
 
-    /// Drops the packet.
-    ///
-    /// # Errors
-    /// As [`verdict`](Self::verdict).
-    pub fn drop(self) -> Result<()> {
-        self.verdict(&Verdict::drop())
-    }
-
-    /// Sends the packet through the current hook again. Mark it (e.g.
-    /// `Verdict::repeat().with_mark(1)`) and let the rule skip marked packets, or
-    /// it comes straight back.
-    ///
-    /// # Errors
-    /// As [`verdict`](Self::verdict).
-    pub fn repeat(self) -> Result<()> {
-        self.verdict(&Verdict::repeat())
-    }
-
-    /// Moves the packet to queue `num`; with `bypass` it is accepted when no
-    /// program has bound `num`, else dropped.
-    ///
-    /// # Errors
-    /// As [`verdict`](Self::verdict).
-    pub fn queue_to(self, num: u16, bypass: bool) -> Result<()> {
-        self.verdict(&Verdict::queue(num, bypass))
+    /// The verdict the packet gets if it is dropped without one.
+    pub fn unanswered_verdict(&self) -> VerdictKind {
+        self.right.unanswered()
     }
 
     /// Keeps the right to give this packet its verdict later, from any thread,
     /// without keeping its bytes.
     pub fn defer(mut self) -> PendingVerdict {
-        self.settled = true;
-        PendingVerdict::new(
-            self.handle.clone(),
-            self.view.queue(),
-            self.view.id(),
-            self.default,
-        )
+        PendingVerdict::new(self.right.take_owned())
     }
 
-    /// Gives up the automatic default verdict and returns the packet's view: the
-    /// caller takes over giving this packet its verdict by id, with a
-    /// [`VerdictHandle`] or a [`VerdictBatch`](crate::VerdictBatch) (a dispatcher
-    /// that copies packets to worker threads does this). A packet that then gets
-    /// no verdict stays queued until the socket closes.
+    /// Gives up the automatic unanswered verdict and returns the packet's
+    /// view: the caller takes over giving this packet its verdict by id, with
+    /// a [`VerdictHandle`] or a [`VerdictBatch`](crate::VerdictBatch) (a
+    /// dispatcher that copies packets to worker threads does this). A packet
+    /// that then gets no verdict stays queued until the socket closes.
     pub fn detach(mut self) -> PacketView<'a> {
-        self.settled = true;
+        self.right.forget();
         self.view
     }
 
     /// Copies the packet's message so that it outlives the receive buffer, with
-    /// the right to give it its verdict later (one allocation).
-    pub fn into_owned(self) -> OwnedPacket {
-        let attrs = self.view.attribute_bytes();
-        let queue = self.view.queue();
-        OwnedPacket::new(queue, attrs.into(), self.defer())
-    }
-
-    /// The name of the interface the packet arrived on, looked up in the queue
-    /// socket's network namespace (one system call).
-    pub fn indev_name(&self) -> Option<InterfaceName> {
-        self.name_of(self.view.indev())
-    }
-
-    /// The name of the interface the packet leaves on.
-    pub fn outdev_name(&self) -> Option<InterfaceName> {
-        self.name_of(self.view.outdev())
-    }
-
-    /// The name of the physical interface the packet arrived on.
-    pub fn physindev_name(&self) -> Option<InterfaceName> {
-        self.name_of(self.view.physindev())
-    }
-
-    /// The name of the physical interface the packet leaves on.
-    pub fn physoutdev_name(&self) -> Option<InterfaceName> {
-        self.name_of(self.view.physoutdev())
-    }
-
-    /// The name of interface `index` in the queue socket's network namespace.
-    pub fn interface_name(&self, index: u32) -> Option<InterfaceName> {
-        ifname::lookup(self.handle.shared.socket.fd(), index).ok()
-    }
-
-    fn name_of(&self, index: Option<u32>) -> Option<InterfaceName> {
-        self.interface_name(index?)
+    /// the right to give it its verdict later (one allocation; nothing is
+    /// parsed again).
+    pub fn into_owned(mut self) -> OwnedPacket {
+        let attrs = self.view.attribute_bytes().into();
+        OwnedPacket::new(
+            attrs,
+            self.view.meta(),
+            PendingVerdict::new(self.right.take_owned()),
+        )
     }
 }
 
@@ -163,15 +97,6 @@ impl<'a> Deref for Packet<'a> {
 
     fn deref(&self) -> &PacketView<'a> {
         &self.view
-    }
-}
-
-impl Drop for Packet<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.handle
-                .default_verdict(self.view.queue(), self.view.id(), self.default);
-        }
     }
 }
 

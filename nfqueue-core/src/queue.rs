@@ -52,8 +52,10 @@ pub struct Queue {
     handle: VerdictHandle,
     buffer: RecvBuffer,
     seq: u32,
+    /// The bound queue numbers.
     bound: Vec<u16>,
-    default: VerdictKind,
+    /// For each of `bound`, the verdict for its packets left without one.
+    unanswered: Vec<VerdictKind>,
     stop: StopHandle,
 }
 
@@ -116,7 +118,7 @@ impl Queue {
             buffer: RecvBuffer::new(),
             seq: 0,
             bound: Vec::new(),
-            default: VerdictKind::Accept,
+            unanswered: Vec::new(),
             stop: StopHandle::new()?,
         })
     }
@@ -169,6 +171,7 @@ impl Queue {
             Err(err) => return Err(err),
         }
         self.bound.push(queue);
+        self.unanswered.push(config.unanswered);
         if let Err(err) = self.configure(queue, config) {
             let _ = self.unbind(queue);
             return Err(err);
@@ -184,9 +187,10 @@ impl Queue {
     /// when the nf_conntrack_netlink module is not loaded, or
     /// [`QueueFlags::SECCTX`](crate::QueueFlags::SECCTX) without CONFIG_NETWORK_SECMARK).
     pub fn configure(&mut self, queue: u16, config: &QueueConfig) -> Result<()> {
-        if !self.bound.contains(&queue) {
+        let Some(at) = self.bound.iter().position(|&q| q == queue) else {
             return Err(Error::NotBound { queue });
-        }
+        };
+        self.unanswered[at] = config.unanswered;
         let (mode, range) = config.copy_mode.to_raw()?;
         self.request(queue, "copy mode", |nlh| {
             // SAFETY: `nlh` heads a request buffer with room for this attribute.
@@ -228,6 +232,7 @@ impl Queue {
             return Err(Error::NotBound { queue });
         };
         self.bound.remove(at);
+        self.unanswered.remove(at);
         self.request(queue, "unbind", |nlh| {
             // SAFETY: `nlh` heads a request buffer with room for this attribute.
             unsafe {
@@ -245,15 +250,11 @@ impl Queue {
         &self.bound
     }
 
-    /// Sets the verdict given to packets dropped without one (accept unless
-    /// changed); it applies to packets received from now on.
-    pub fn set_default_verdict(&mut self, kind: VerdictKind) {
-        self.default = kind;
-    }
-
-    /// The verdict given to packets dropped without one.
-    pub fn default_verdict(&self) -> VerdictKind {
-        self.default
+    /// The verdict packets of `queue` get when dropped without one (set by
+    /// [`QueueConfig::unanswered`]); `None` when this socket has not bound it.
+    pub fn unanswered_verdict(&self, queue: u16) -> Option<VerdictKind> {
+        let at = self.bound.iter().position(|&q| q == queue)?;
+        Some(self.unanswered[at])
     }
 
     /// Sets the socket's receive buffer (how many queued packets it holds before
@@ -338,7 +339,7 @@ impl Queue {
     /// Calls `handler` for every packet until the [`StopHandle`] is used, then
     /// returns `Ok`. Recoverable errors are counted in [`stats`](Self::stats) and
     /// the loop goes on. A packet the handler does not give a verdict gets the
-    /// default verdict when the handler returns.
+    /// unanswered verdict of its queue when the handler returns.
     ///
     /// # Errors
     /// The first unrecoverable receive error.
@@ -458,7 +459,8 @@ impl Queue {
         let Queue {
             handle,
             buffer,
-            default,
+            bound,
+            unanswered,
             stop,
             ..
         } = self;
@@ -470,7 +472,9 @@ impl Queue {
             |queue, attrs| match PacketView::parse(queue, attrs) {
                 Ok(view) => {
                     Counters::bump(&counters.packets);
-                    handler(Packet::new(view, handle, *default));
+                    let view = view.with_interface_names(handle.as_fd());
+                    let unanswered = unanswered_for(bound, unanswered, queue);
+                    handler(Packet::new(view, handle, unanswered));
                     true
                 }
                 Err(_) => {
@@ -506,7 +510,9 @@ impl Queue {
         match PacketView::parse(found.queue, self.buffer.attrs(found)) {
             Ok(view) => {
                 Counters::bump(&counters.packets);
-                Ok(Packet::new(view, &self.handle, self.default))
+                let view = view.with_interface_names(self.handle.as_fd());
+                let unanswered = unanswered_for(&self.bound, &self.unanswered, found.queue);
+                Ok(Packet::new(view, &self.handle, unanswered))
             }
             Err(err) => {
                 Counters::bump(&counters.malformed);
@@ -560,6 +566,15 @@ impl Queue {
             None => Err(Error::NoAck { queue, what }),
         }
     }
+}
+
+/// The unanswered verdict of `queue`: as bound, or drop for a packet of a
+/// queue no longer bound (its unbind dropped it already).
+fn unanswered_for(bound: &[u16], unanswered: &[VerdictKind], queue: u16) -> VerdictKind {
+    bound
+        .iter()
+        .position(|&q| q == queue)
+        .map_or(VerdictKind::Drop, |at| unanswered[at])
 }
 
 /// The socket, for event loops (`poll`, epoll, tokio's `AsyncFd`). It is

@@ -18,9 +18,9 @@ crate::counter_set! {
     verdicts,
     /// Batch verdict messages sent (each for every packet up to an id).
     batch_verdicts,
-    /// Default verdicts given to packets dropped without one (included in
-    /// `verdicts`).
-    default_verdicts,
+    /// Unanswered verdicts given to packets dropped without one (included in
+    /// `verdicts`; see [`QueueConfig::unanswered`](crate::QueueConfig::unanswered)).
+    unanswered_verdicts,
     /// Verdicts the kernel rejected (reported in the receive stream).
     rejected_verdicts,
     /// Sends of verdicts that failed, after their retries (the verdicts were
@@ -30,7 +30,7 @@ crate::counter_set! {
     /// `ENOMEM`).
     send_retries,
     /// Packets dropped because their verdict could not be sent as given (an
-    /// invalid payload, or a send that failed); see
+    /// invalid payload, or a send that failed; included in `verdicts`); see
     /// [`Packet::verdict`](crate::Packet::verdict).
     fallback_drops,
     /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.

@@ -28,8 +28,9 @@ pub enum VerdictKind {
         /// (`NF_VERDICT_FLAG_QUEUE_BYPASS`); else it is dropped.
         bypass: bool,
     },
-    /// Accept it and skip the remaining rules of this hook (`NF_STOP`).
-    Stop,
+    /// Accept it, and let no later function of this hook see it (`NF_STOP`;
+    /// called `Stop` by the kernel, renamed so that it reads as an accept).
+    AcceptFinal,
 }
 
 impl VerdictKind {
@@ -39,7 +40,7 @@ impl VerdictKind {
             VerdictKind::Accept => sys::NF_ACCEPT,
             VerdictKind::Drop => sys::NF_DROP,
             VerdictKind::Repeat => sys::NF_REPEAT,
-            VerdictKind::Stop => sys::NF_STOP,
+            VerdictKind::AcceptFinal => sys::NF_STOP,
             VerdictKind::Queue { num, bypass } => {
                 let flag = if bypass {
                     sys::NF_VERDICT_FLAG_QUEUE_BYPASS
@@ -95,9 +96,10 @@ impl<'p> Verdict<'p> {
         Self::new(VerdictKind::Repeat)
     }
 
-    /// Accept and skip the rest of the hook.
-    pub const fn stop() -> Self {
-        Self::new(VerdictKind::Stop)
+    /// Accept, and let no later function of this hook see the packet
+    /// (`NF_STOP`).
+    pub const fn accept_final() -> Self {
+        Self::new(VerdictKind::AcceptFinal)
     }
 
     /// Move to queue `num`; with `bypass`, accept when nobody listens there.
@@ -336,7 +338,7 @@ mod tests {
             Verdict::repeat().with_mark(1),
             Verdict::queue(7, true),
             Verdict::queue(65535, false).with_mark(3),
-            Verdict::stop(),
+            Verdict::accept_final(),
             Verdict::accept().with_payload(&payload[..]),
             Verdict::accept()
                 .with_mark(9)

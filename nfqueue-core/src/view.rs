@@ -1,11 +1,13 @@
 //! A queued packet's metadata and payload as the kernel sent them, parsed once
 //! and read through borrowing getters.
 
-use crate::attr::{be16, be32, be64, AttrTable, Attribute, Attributes};
+use crate::attr::{be16, be32, be64, AttrIndex, Attribute, Attributes};
 use crate::error::MalformedError;
+use crate::ifname::{self, InterfaceName};
 use crate::message::{next_message, Message};
 use nfqueue_sys as sys;
 use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, SystemTime};
 
 use sys::nfqnl_attr_type as nfqa;
@@ -90,16 +92,30 @@ impl Vlan {
 }
 
 /// A packet's metadata and payload, parsed from a netlink message without
-/// copying. [`Packet`](crate::Packet) and [`OwnedPacket`](crate::OwnedPacket)
-/// dereference to it.
+/// copying. [`Packet`](crate::Packet) dereferences to it, an
+/// [`OwnedPacket`](crate::OwnedPacket) gives it with
+/// [`view`](crate::OwnedPacket::view) (without parsing again), and a
+/// dispatcher's handler is given one. It reads captured bytes too
+/// ([`from_message`](Self::from_message)); interface names then are unknown.
 #[derive(Clone, Copy)]
 pub struct PacketView<'a> {
+    attrs: &'a [u8],
+    meta: Meta,
+}
+
+/// What parsing found in a packet's attributes: kept beside an owned copy of
+/// them, it makes a view again without parsing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
     queue: u16,
     id: u32,
     hw_protocol: u16,
     hook: Hook,
-    attrs: &'a [u8],
-    table: AttrTable<'a>,
+    index: AttrIndex,
+    /// A socket in the network namespace of the queue, to look interface
+    /// names up in: borrowed for the view's lifetime (see
+    /// [`PacketView::with_interface_names`]).
+    names: Option<RawFd>,
 }
 
 impl<'a> PacketView<'a> {
@@ -122,10 +138,10 @@ impl<'a> PacketView<'a> {
     /// # Errors
     /// [`MalformedError`] when they are not a packet's attributes.
     pub fn parse(queue: u16, attrs: &'a [u8]) -> Result<Self, MalformedError> {
-        let table = AttrTable::parse(attrs)?;
+        let index = AttrIndex::parse(attrs)?;
         // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; __u8 hook; }
-        let header = table
-            .get(nfqa::NFQA_PACKET_HDR)
+        let header = index
+            .get(attrs, nfqa::NFQA_PACKET_HDR)
             .ok_or(MalformedError::MissingPacketHeader)?;
         if header.len() < 7 {
             return Err(MalformedError::Truncated {
@@ -135,38 +151,68 @@ impl<'a> PacketView<'a> {
             });
         }
         Ok(PacketView {
-            queue,
-            id: be32(header).unwrap_or_default(),
-            hw_protocol: be16(&header[4..]).unwrap_or_default(),
-            hook: Hook::from(header[6]),
             attrs,
-            table,
+            meta: Meta {
+                queue,
+                id: be32(header).unwrap_or_default(),
+                hw_protocol: be16(&header[4..]).unwrap_or_default(),
+                hook: Hook::from(header[6]),
+                index,
+                names: None,
+            },
         })
+    }
+
+    /// The view of `attrs` as `meta` found it, without parsing again.
+    pub(crate) fn from_meta(attrs: &'a [u8], meta: Meta) -> Self {
+        PacketView { attrs, meta }
+    }
+
+    /// What parsing found, to make the view again from a copy of the bytes.
+    pub(crate) fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    /// This view, looking interface names up in the network namespace of
+    /// `socket` (any socket there will do; the queue's own socket is the one
+    /// sure to be in the right namespace). A queue's packets come with it; use
+    /// this on a view parsed from a copy of the bytes.
+    pub fn with_interface_names(mut self, socket: BorrowedFd<'a>) -> Self {
+        self.meta.names = Some(socket.as_raw_fd());
+        self
+    }
+
+    fn get(&self, kind: u32) -> Option<&'a [u8]> {
+        self.meta.index.get(self.attrs, kind)
+    }
+
+    fn get_be32(&self, kind: u32) -> Option<u32> {
+        self.get(kind).and_then(be32)
     }
 
     /// The queue number the packet came from.
     pub fn queue(&self) -> u16 {
-        self.queue
+        self.meta.queue
     }
 
     /// The packet id: verdicts name the packet by it.
     pub fn id(&self) -> u32 {
-        self.id
+        self.meta.id
     }
 
     /// The link-layer protocol (EtherType), e.g. 0x0800 for IPv4, 0x86dd for IPv6.
     pub fn hw_protocol(&self) -> u16 {
-        self.hw_protocol
+        self.meta.hw_protocol
     }
 
     /// The hook the packet was queued from.
     pub fn hook(&self) -> Hook {
-        self.hook
+        self.meta.hook
     }
 
     /// The packet's mark (`skb->mark`); 0 when it has none.
     pub fn mark(&self) -> u32 {
-        self.table.get_be32(nfqa::NFQA_MARK).unwrap_or(0)
+        self.get_be32(nfqa::NFQA_MARK).unwrap_or(0)
     }
 
     /// When the packet was received, if the kernel stamped it (arriving packets
@@ -174,7 +220,7 @@ impl<'a> PacketView<'a> {
     /// locally sent ones usually are not).
     pub fn timestamp(&self) -> Option<SystemTime> {
         // struct nfqnl_msg_packet_timestamp { __aligned_be64 sec; __aligned_be64 usec; }
-        let raw = self.table.get(nfqa::NFQA_TIMESTAMP)?;
+        let raw = self.get(nfqa::NFQA_TIMESTAMP)?;
         let secs = be64(raw)?;
         let micros = be64(raw.get(8..)?)?;
         let since_epoch = Duration::from_secs(secs).checked_add(Duration::from_micros(micros))?;
@@ -183,29 +229,59 @@ impl<'a> PacketView<'a> {
 
     /// Index of the interface the packet arrived on.
     pub fn indev(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_IFINDEX_INDEV)
+        self.get_be32(nfqa::NFQA_IFINDEX_INDEV)
     }
 
     /// Index of the interface the packet leaves on.
     pub fn outdev(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_IFINDEX_OUTDEV)
+        self.get_be32(nfqa::NFQA_IFINDEX_OUTDEV)
     }
 
     /// Index of the physical interface the packet arrived on (bridge ports).
     pub fn physindev(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_IFINDEX_PHYSINDEV)
+        self.get_be32(nfqa::NFQA_IFINDEX_PHYSINDEV)
     }
 
     /// Index of the physical interface the packet leaves on (bridge ports).
     pub fn physoutdev(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_IFINDEX_PHYSOUTDEV)
+        self.get_be32(nfqa::NFQA_IFINDEX_PHYSOUTDEV)
+    }
+
+    /// The name of the interface the packet arrived on, looked up in the
+    /// network namespace of the queue's socket (one system call). `None`
+    /// without an input interface, for a view parsed from bytes (no socket),
+    /// or when no interface has that index any more.
+    pub fn indev_name(&self) -> Option<InterfaceName> {
+        self.interface_name(self.indev()?)
+    }
+
+    /// The name of the interface the packet leaves on (see
+    /// [`indev_name`](Self::indev_name)).
+    pub fn outdev_name(&self) -> Option<InterfaceName> {
+        self.interface_name(self.outdev()?)
+    }
+
+    /// The name of the physical interface the packet arrived on (bridge ports).
+    pub fn physindev_name(&self) -> Option<InterfaceName> {
+        self.interface_name(self.physindev()?)
+    }
+
+    /// The name of the physical interface the packet leaves on (bridge ports).
+    pub fn physoutdev_name(&self) -> Option<InterfaceName> {
+        self.interface_name(self.physoutdev()?)
+    }
+
+    /// The name of interface `index` in the network namespace of the queue's
+    /// socket; `None` for a view without a socket.
+    pub fn interface_name(&self, index: u32) -> Option<InterfaceName> {
+        ifname::lookup(self.meta.names?, index).ok()
     }
 
     /// The link-layer source address of an arriving packet, exactly as long as
     /// the kernel says (6 bytes for Ethernet).
     pub fn hw_addr(&self) -> Option<&'a [u8]> {
         // struct nfqnl_msg_packet_hw { __be16 hw_addrlen; __u16 _pad; __u8 hw_addr[8]; }
-        let raw = self.table.get(nfqa::NFQA_HWADDR)?;
+        let raw = self.get(nfqa::NFQA_HWADDR)?;
         let len = usize::from(be16(raw)?).min(8);
         raw.get(4..4 + len)
     }
@@ -214,14 +290,14 @@ impl<'a> PacketView<'a> {
     /// copy range is smaller than the packet (see [`original_len`](Self::original_len)).
     /// Empty in [`CopyMode::Meta`](crate::CopyMode::Meta).
     pub fn payload(&self) -> &'a [u8] {
-        self.table.get(nfqa::NFQA_PAYLOAD).unwrap_or_default()
+        self.get(nfqa::NFQA_PAYLOAD).unwrap_or_default()
     }
 
     /// The packet's full length: larger than `payload().len()` when the copy was
     /// cut short by the copy range. In [`CopyMode::Meta`](crate::CopyMode::Meta)
     /// the kernel sends no length at all, and this is 0.
     pub fn original_len(&self) -> usize {
-        match self.table.get_be32(nfqa::NFQA_CAP_LEN) {
+        match self.get_be32(nfqa::NFQA_CAP_LEN) {
             Some(len) => len as usize,
             None => self.payload().len(),
         }
@@ -235,30 +311,30 @@ impl<'a> PacketView<'a> {
     /// The uid of the local socket that sent the packet, as the initial user
     /// namespace sees it (needs [`QueueFlags::UID_GID`](crate::QueueFlags::UID_GID)).
     pub fn uid(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_UID)
+        self.get_be32(nfqa::NFQA_UID)
     }
 
     /// The gid of the local socket that sent the packet (needs
     /// [`QueueFlags::UID_GID`](crate::QueueFlags::UID_GID)).
     pub fn gid(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_GID)
+        self.get_be32(nfqa::NFQA_GID)
     }
 
     /// The security context (needs [`QueueFlags::SECCTX`](crate::QueueFlags::SECCTX)
     /// and a security module that labels packets), without its trailing NUL.
     pub fn secctx(&self) -> Option<&'a [u8]> {
-        let raw = self.table.get(nfqa::NFQA_SECCTX)?;
+        let raw = self.get(nfqa::NFQA_SECCTX)?;
         Some(raw.strip_suffix(&[0]).unwrap_or(raw))
     }
 
     /// What the kernel says of the socket buffer: GSO, checksum state.
     pub fn skb_info(&self) -> SkbInfo {
-        SkbInfo::from_bits_retain(self.table.get_be32(nfqa::NFQA_SKB_INFO).unwrap_or(0))
+        SkbInfo::from_bits_retain(self.get_be32(nfqa::NFQA_SKB_INFO).unwrap_or(0))
     }
 
     /// The VLAN tag, if the packet has one.
     pub fn vlan(&self) -> Option<Vlan> {
-        let nested = self.table.get(nfqa::NFQA_VLAN)?;
+        let nested = self.get(nfqa::NFQA_VLAN)?;
         let (mut proto, mut tci) = (None, None);
         for attr in Attributes::new(nested) {
             let Ok(Attribute { kind, value }) = attr else {
@@ -279,30 +355,30 @@ impl<'a> PacketView<'a> {
     /// The link-layer header of an arriving packet (e.g. the 14-byte Ethernet
     /// header), as the kernel attaches it for bridged and some other packets.
     pub fn l2_header(&self) -> Option<&'a [u8]> {
-        self.table.get(nfqa::NFQA_L2HDR)
+        self.get(nfqa::NFQA_L2HDR)
     }
 
     /// The packet's priority (`skb->priority`), when the kernel sends it.
     pub fn priority(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_PRIORITY)
+        self.get_be32(nfqa::NFQA_PRIORITY)
     }
 
     /// The conntrack entry as nested `CTA_*` attributes (needs
     /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) and a tracked
     /// connection).
     pub fn conntrack(&self) -> Option<&'a [u8]> {
-        self.table.get(nfqa::NFQA_CT)
+        self.get(nfqa::NFQA_CT)
     }
 
     /// The conntrack state (`enum ip_conntrack_info`: 0 established, 1 related,
     /// 2 new, 3 established reply, ...).
     pub fn conntrack_info(&self) -> Option<u32> {
-        self.table.get_be32(nfqa::NFQA_CT_INFO)
+        self.get_be32(nfqa::NFQA_CT_INFO)
     }
 
     /// The conntrack expectation as nested attributes, when the packet has one.
     pub fn conntrack_expectation(&self) -> Option<&'a [u8]> {
-        self.table.get(nfqa::NFQA_EXP)
+        self.get(nfqa::NFQA_EXP)
     }
 
     /// The value of any attribute by its `NFQA_*` number, including ones newer
@@ -330,10 +406,10 @@ impl<'a> PacketView<'a> {
 impl fmt::Debug for PacketView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PacketView")
-            .field("queue", &self.queue)
-            .field("id", &self.id)
-            .field("hw_protocol", &format_args!("{:#06x}", self.hw_protocol))
-            .field("hook", &self.hook)
+            .field("queue", &self.queue())
+            .field("id", &self.id())
+            .field("hw_protocol", &format_args!("{:#06x}", self.hw_protocol()))
+            .field("hook", &self.hook())
             .field("mark", &self.mark())
             .field("indev", &self.indev())
             .field("outdev", &self.outdev())

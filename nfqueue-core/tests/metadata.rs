@@ -121,8 +121,12 @@ fn forward_and_input_on_veth(v6: bool) {
     let mut warmups = 0;
     loop {
         sender.send_to(b"warm-up", dest).unwrap();
-        let stamped = next_packet(&mut forward).timestamp().is_some();
-        assert!(next_packet(&mut input).timestamp().is_some() || !stamped);
+        let warm = next_packet(&mut forward);
+        let stamped = warm.timestamp().is_some();
+        warm.accept().unwrap();
+        let warm = next_packet(&mut input);
+        assert!(warm.timestamp().is_some() || !stamped);
+        warm.accept().unwrap();
         assert_eq!(recv_datagram(&receiver), b"warm-up");
         warmups += 1;
         if stamped {

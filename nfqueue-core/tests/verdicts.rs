@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use nfqueue_core::{Error, Verdict, VerdictBatch, VerdictKind};
+use nfqueue_core::{Error, QueueConfig, Verdict, VerdictBatch, VerdictKind};
 use nfqueue_testkit::{counters, iptables, traffic};
 use std::time::Duration;
 
@@ -201,7 +201,7 @@ fn queue_to_moves_the_packet_to_another_queue() {
 }
 
 #[test]
-fn stop_accepts_and_skips_the_rest_of_the_hook() {
+fn accept_final_skips_the_rest_of_the_hook() {
     let _ns = enter_new_netns();
     let udp = udp_through_queue(false, 5);
     let port = udp.dest().port().to_string();
@@ -209,7 +209,9 @@ fn stop_accepts_and_skips_the_rest_of_the_hook() {
     iptables(["-A", "OUTPUT", "-p", "udp", "--dport", &port, "-j", "DROP"]);
     let mut queue = bound_queue(5);
     udp.sender.send_to(b"stopped", udp.dest()).unwrap();
-    next_packet(&mut queue).verdict(&Verdict::stop()).unwrap();
+    next_packet(&mut queue)
+        .verdict(&Verdict::accept_final())
+        .unwrap();
     assert_eq!(recv_datagram(&udp.receiver), b"stopped");
     counters::assert_queue_drained(5);
 }
@@ -307,22 +309,71 @@ fn a_batch_verdict_settles_every_packet_up_to_its_id() {
     counters::assert_queue_drained(8);
 }
 
+/// A packet dropped without a verdict gets the unanswered verdict of its
+/// queue, as bound: drop unless the bind said otherwise, so that
+/// `drop(packet)` means `packet.drop()`.
 #[test]
-fn a_packet_dropped_without_verdict_gets_the_default_verdict() {
+fn a_packet_dropped_without_verdict_gets_its_queues_unanswered_verdict() {
     let _ns = enter_new_netns();
-    let udp = udp_through_queue(false, 9);
+    let dropping = udp_through_queue(false, 9);
+    let passing = udp_through_queue(false, 10);
     let mut queue = bound_queue(9);
-    udp.sender.send_to(b"default accept", udp.dest()).unwrap();
-    drop(next_packet(&mut queue));
-    assert_eq!(recv_datagram(&udp.receiver), b"default accept");
+    let accept_forgotten = QueueConfig::default().unanswered(VerdictKind::Accept);
+    queue.bind(10, &accept_forgotten).unwrap();
+    assert_eq!(queue.unanswered_verdict(9), Some(VerdictKind::Drop));
+    assert_eq!(queue.unanswered_verdict(10), Some(VerdictKind::Accept));
 
-    queue.set_default_verdict(VerdictKind::Drop);
-    udp.sender.send_to(b"default drop", udp.dest()).unwrap();
+    dropping
+        .sender
+        .send_to(b"forgotten", dropping.dest())
+        .unwrap();
+    let packet = next_packet(&mut queue);
+    assert_eq!(packet.unanswered_verdict(), VerdictKind::Drop);
+    drop(packet);
+    assert_no_datagram(&dropping.receiver);
+
+    passing
+        .sender
+        .send_to(b"forgotten", passing.dest())
+        .unwrap();
     let pending = next_packet(&mut queue).defer();
+    assert_eq!(pending.unanswered_verdict(), VerdictKind::Accept);
     std::thread::spawn(move || drop(pending)).join().unwrap();
-    assert_no_datagram(&udp.receiver);
-    assert_eq!(queue.stats().default_verdicts, 2);
+    assert_eq!(recv_datagram(&passing.receiver), b"forgotten");
+    assert_eq!(queue.stats().unanswered_verdicts, 2);
     counters::assert_queue_drained(9);
+    counters::assert_queue_drained(10);
+}
+
+/// A verdict that cannot be sent gives the packet back, to try again; dropped
+/// then, the packet is dropped, whatever the unanswered verdict says.
+#[test]
+fn try_verdict_gives_the_packet_back_to_try_again() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 11);
+    let mut queue = bound_queue_with(11, &QueueConfig::default().unanswered(VerdictKind::Accept));
+    let huge = vec![0x45; nfqueue_core::MAX_PAYLOAD + 1];
+
+    udp.sender.send_to(b"again", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue).into_owned();
+    let err = packet
+        .try_verdict(&Verdict::accept().with_mark(3).with_payload(&huge[..]))
+        .unwrap_err();
+    assert!(matches!(err.error(), Error::PayloadTooLarge { .. }));
+    let packet = err.into_packet();
+    assert_eq!(udp_data(packet.view().payload()), b"again");
+    packet.verdict(&Verdict::accept().with_mark(3)).unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), b"again");
+
+    udp.sender.send_to(b"given up", udp.dest()).unwrap();
+    let err = next_packet(&mut queue)
+        .try_verdict(&Verdict::accept().with_payload(Vec::new()))
+        .unwrap_err();
+    drop(err);
+    assert_no_datagram(&udp.receiver);
+    let stats = queue.stats();
+    assert_eq!((stats.fallback_drops, stats.unanswered_verdicts), (1, 0));
+    counters::assert_queue_drained(11);
 }
 
 #[test]
@@ -389,7 +440,7 @@ fn a_verdict_that_cannot_be_sent_as_given_drops_the_packet() {
     assert_no_datagram(&udp.receiver);
     let stats = queue.stats();
     assert_eq!(
-        (stats.fallback_drops, stats.default_verdicts),
+        (stats.fallback_drops, stats.unanswered_verdicts),
         (3, 0),
         "{stats:?}"
     );

@@ -49,7 +49,6 @@ pub struct DispatcherBuilder {
     channel_capacity: usize,
     thread_prefix: String,
     pin_cpus: bool,
-    default_verdict: VerdictKind,
     on_panic: VerdictKind,
     panic_handler: PanicHandler,
     flow_affinity: Option<FlowKey>,
@@ -66,7 +65,6 @@ impl std::fmt::Debug for DispatcherBuilder {
             .field("channel_capacity", &self.channel_capacity)
             .field("thread_prefix", &self.thread_prefix)
             .field("pin_cpus", &self.pin_cpus)
-            .field("default_verdict", &self.default_verdict)
             .field("on_panic", &self.on_panic)
             .field("flow_affinity", &self.flow_affinity)
             .field("queue_config", &self.queue_config)
@@ -83,7 +81,6 @@ impl Default for DispatcherBuilder {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             thread_prefix: "nfq".to_string(),
             pin_cpus: false,
-            default_verdict: VerdictKind::Accept,
             on_panic: VerdictKind::Drop,
             panic_handler: Arc::new(print_panic),
             flow_affinity: None,
@@ -151,19 +148,6 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The verdict for packets read during shutdown, before a handler saw them
-    /// (default accept: stopping the program should not cut the traffic it
-    /// was passing; use drop for a firewall that fails closed).
-    ///
-    /// It is never used in place of a verdict that cannot be sent as given: a
-    /// handler's verdict with a payload the kernel cannot take (empty, or over
-    /// [`MAX_PAYLOAD`](nfqueue_core::MAX_PAYLOAD) bytes) drops the packet, and a
-    /// panic gives the [`on_panic`](Self::on_panic) verdict.
-    pub fn default_verdict(mut self, kind: VerdictKind) -> Self {
-        self.default_verdict = kind;
-        self
-    }
-
     /// The verdict for a packet whose handler panicked (default drop: a
     /// packet nobody decided on does not pass unless asked for; choose accept
     /// for a monitor that must never cut traffic). The panic handler is told.
@@ -185,7 +169,9 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Settings applied to every queue (copy mode, length, flags).
+    /// Settings applied to every queue: copy mode, length, flags, and the
+    /// unanswered verdict, which the packets read while stopping get (drop
+    /// unless changed: [`QueueConfig::unanswered`]).
     pub fn queue_config(mut self, config: QueueConfig) -> Self {
         self.queue_config = config;
         self
@@ -247,7 +233,6 @@ impl DispatcherBuilder {
         for &num in &self.queues {
             let mut queue = Queue::open()?;
             queue.bind(num, &self.queue_config)?;
-            queue.set_default_verdict(self.default_verdict);
             if let Some(bytes) = self.recv_buffer {
                 queue.set_recv_buffer_size(bytes)?;
             }
@@ -310,6 +295,7 @@ impl DispatcherBuilder {
             returns.push(ReturnPath {
                 done: done_tx,
                 waker: Arc::clone(&waker),
+                socket: queue.verdict_handle(),
             });
             let handling = match workers {
                 0 => Handling::Inline(judge(slot, make_handler(slot))),

@@ -42,8 +42,8 @@
 //! verdict with a payload the kernel cannot take drops the packet; a queue that
 //! fails stops the dispatcher, after its packets got their verdicts where the
 //! socket still takes them (the kernel drops the rest when it closes). The
-//! [`default_verdict`](DispatcherBuilder::default_verdict) (accept unless
-//! changed) only answers packets read while stopping.
+//! queue's [unanswered verdict](nfqueue_core::QueueConfig::unanswered) (drop
+//! unless changed) only answers packets read while stopping.
 //!
 //! # Verdict coalescing
 //! A receive thread reads up to 16 datagrams per `recvmmsg` and keeps the

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use nfqueue_core::net::{self, FlowKey};
 use nfqueue_core::{
     Error, PacketView, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle,
+    VerdictKind,
 };
 use std::collections::VecDeque;
 use std::io;
@@ -337,8 +338,8 @@ impl<H: Handler> ReceiveThread<H> {
         self.setup.stop.stop();
     }
 
-    /// Gives the default verdict to the packets that are readable now, so that
-    /// stopping does not drop what was already handed over. Reads no more than
+    /// Gives the queue's unanswered verdict to the packets that are readable
+    /// now, so that stopping answers what was already handed over. Reads no more than
     /// the kernel says are waiting (dispatched ones included), so traffic that
     /// goes on arriving does not keep the shutdown going.
     fn drain_with_default(&mut self) {
@@ -348,20 +349,23 @@ impl<H: Handler> ReceiveThread<H> {
             Ok(None) => 0,
             Err(_) => SHUTDOWN_DRAIN_MAX,
         };
-        let default = Verdict::new(queue.default_verdict());
+        let unanswered = queue
+            .unanswered_verdict(self.queue_num)
+            .unwrap_or(VerdictKind::Drop);
+        let verdict = Verdict::new(unanswered);
         let batch = &mut self.batch;
         while left > 0 {
             let read = queue.recv_burst(left, |packet| {
                 let view = packet.detach();
                 // A verdict without payload always encodes.
-                let _ = batch.push(view.queue(), view.id(), default.clone());
+                let _ = batch.push(view.queue(), view.id(), verdict.clone());
             });
             match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     left = left.saturating_sub(n);
                     Counters::add(&self.setup.counters.packets, n as u64);
-                    Counters::add(&self.setup.counters.shutdown_defaults, n as u64);
+                    Counters::add(&self.setup.counters.shutdown_unanswered, n as u64);
                 }
             }
         }

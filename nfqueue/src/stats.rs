@@ -23,8 +23,8 @@ nfqueue_core::counter_set! {
     repeated,
     /// Verdicts given: queue to another number.
     requeued,
-    /// Verdicts given: stop.
-    stopped,
+    /// Verdicts given: accept final (`NF_STOP`).
+    accepted_final,
     /// Verdicts that carried a replacement payload.
     payloads,
     /// Packets whose handler panicked; they got the
@@ -41,8 +41,10 @@ nfqueue_core::counter_set! {
     /// message from the socket (a payload over the socket's send buffer);
     /// counted under the verdict the handler gave too.
     fallback_drops,
-    /// Packets that got the default verdict at shutdown, unread by a worker.
-    shutdown_defaults,
+    /// Packets read while stopping, which got the queue's unanswered verdict
+    /// ([`QueueConfig::unanswered`](nfqueue_core::QueueConfig::unanswered))
+    /// and no handler.
+    shutdown_unanswered,
     /// Batch verdict messages sent (each settles a run of packets).
     batch_messages,
     /// Single verdict messages sent.
@@ -70,7 +72,8 @@ nfqueue_core::counter_set! {
 impl DispatchStats {
     /// Verdict messages per packet: 1.0 without coalescing, lower with it.
     pub fn messages_per_packet(&self) -> f64 {
-        let verdicts = self.accepted + self.dropped + self.repeated + self.requeued + self.stopped;
+        let verdicts =
+            self.accepted + self.dropped + self.repeated + self.requeued + self.accepted_final;
         if verdicts == 0 {
             return 0.0;
         }
@@ -95,7 +98,7 @@ impl Counters {
             VerdictKind::Drop => &self.dropped,
             VerdictKind::Repeat => &self.repeated,
             VerdictKind::Queue { .. } => &self.requeued,
-            VerdictKind::Stop => &self.stopped,
+            VerdictKind::AcceptFinal => &self.accepted_final,
         };
         Self::add(counter, 1);
         if has_payload {

@@ -4,8 +4,9 @@
 use crate::stats::Counters;
 use crate::wake::Waker;
 use crossbeam_channel::{Receiver, Select, Sender};
-use nfqueue_core::{PacketView, Verdict, VerdictKind};
+use nfqueue_core::{PacketView, Verdict, VerdictHandle, VerdictKind};
 use std::any::Any;
+use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -91,6 +92,8 @@ pub(crate) struct Done {
 pub(crate) struct ReturnPath {
     pub(crate) done: Sender<Done>,
     pub(crate) waker: Arc<Waker>,
+    /// The queue's socket, for the interface names of its packets.
+    pub(crate) socket: VerdictHandle,
 }
 
 /// A handler with what it takes to get a verdict out of it safely: a panic is
@@ -179,12 +182,12 @@ impl<H: Handler> Worker<H> {
 
 /// Runs the handler on one job and sends the verdict back to its receive thread.
 fn handle<H: Handler>(judge: &mut Judge<H>, returns: &[ReturnPath], job: Job) {
+    let back = &returns[job.slot];
     let verdict = match PacketView::parse(job.queue, &job.bytes) {
-        Ok(view) => judge.verdict(&view),
+        Ok(view) => judge.verdict(&view.with_interface_names(back.socket.as_fd())),
         // The receive thread parsed these bytes already.
         Err(_) => Verdict::drop(),
     };
-    let back = &returns[job.slot];
     // The receive thread lives until it has every verdict it is owed.
     let _ = back.done.send(Done {
         id: job.id,

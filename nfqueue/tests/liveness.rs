@@ -192,7 +192,7 @@ fn flood_beside_trickle(workers: usize, flow: Option<FlowKey>) {
     assert!(took < Duration::from_secs(2), "join took {took:?}");
     assert_no_queue_left(&[0, 1]);
     assert_eq!(
-        stats.accepted + stats.shutdown_defaults,
+        stats.accepted + stats.shutdown_unanswered,
         stats.packets,
         "every packet read got its verdict: {stats:?}"
     );

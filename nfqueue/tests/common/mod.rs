@@ -147,7 +147,7 @@ pub fn wait_for_verdicts(dispatcher: &nfqueue::Dispatcher, total: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = dispatcher.stats();
-        let given = s.accepted + s.dropped + s.repeated + s.requeued + s.stopped;
+        let given = s.accepted + s.dropped + s.repeated + s.requeued + s.accepted_final;
         if given >= total {
             return;
         }
