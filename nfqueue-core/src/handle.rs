@@ -1,6 +1,7 @@
 //! Verdicts by packet id, from any thread.
 
 use crate::error::Result;
+use crate::ifname::{self, InterfaceName};
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, Stats};
 use crate::verdict::{self, Verdict, VerdictKind, PADDING};
@@ -85,6 +86,18 @@ impl VerdictHandle {
         let header = verdict::encode_batch(queue, id, kind, mark)?;
         let result = self.shared.send(&[IoSlice::new(header.as_bytes())]);
         self.count(result, &self.shared.counters.batch_verdicts)
+    }
+
+    /// The name of interface `index` in the network namespace of the queue's
+    /// socket (which may not be the caller's), as [`Queue::interface_name`](crate::Queue::interface_name).
+    ///
+    /// # Errors
+    /// [`Error::Sys`](crate::Error::Sys) (`ENODEV`) when there is no such interface.
+    pub fn interface_name(&self, index: u32) -> Result<InterfaceName> {
+        ifname::lookup(self.shared.socket.fd(), index).map_err(|source| crate::Error::Sys {
+            op: "ioctl(SIOCGIFNAME)",
+            source,
+        })
     }
 
     /// The counters of the queue handle this was taken from.
