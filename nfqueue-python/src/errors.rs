@@ -26,8 +26,13 @@ fn errno(err: &Error) -> Option<i32> {
 /// attribute only: `str()` and `args` stay the plain message, as the reference's
 /// one-argument `OSError`s are.
 pub(crate) fn os_error(py: Python<'_>, prefix: &str, err: &Error) -> PyErr {
-    let exc = PyOSError::new_err(format!("{prefix} {}", capitalized(err)));
-    if let Some(errno) = errno(err) {
+    os_error_message(py, format!("{prefix} {}", capitalized(err)), errno(err))
+}
+
+/// `OSError(message)` with `errno` set as an attribute only.
+pub(crate) fn os_error_message(py: Python<'_>, message: String, errno: Option<i32>) -> PyErr {
+    let exc = PyOSError::new_err(message);
+    if let Some(errno) = errno {
         // Setting an attribute of a fresh OSError cannot fail.
         let _ = exc.value(py).setattr("errno", errno);
     }

@@ -313,13 +313,14 @@ impl NetfilterQueue {
             COPY_META => CopyMode::Meta,
             COPY_PACKET => CopyMode::Packet(range.min(MAX_COPY_RANGE)),
             other => {
-                return Err(PyOSError::new_err((
-                    libc::EINVAL,
+                return Err(errors::os_error_message(
+                    py,
                     format!(
                         "Failed to set packet copy mode. Mode {other} is none of COPY_NONE (0), \
                          COPY_META (1) and COPY_PACKET (2)."
                     ),
-                )))
+                    Some(libc::EINVAL),
+                ))
             }
         };
         let flags = [
