@@ -11,6 +11,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod prereqs;
+mod python;
 mod soak;
 mod test_netns;
 

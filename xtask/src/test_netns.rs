@@ -7,6 +7,7 @@
 //! second kind of run only.
 
 use crate::cmd::{self, cargo, exit_code, is_root, run_counted, workspace_root, Counts, Result};
+use crate::python;
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -77,6 +78,14 @@ pub fn run(args: &[String]) -> Result<u8> {
             counts,
             code: exit_code(status),
         });
+        if args.scope().is_some() {
+            let (counts, code) = python::test(&root, false);
+            passes.push(Pass {
+                name: "python, root",
+                counts,
+                code,
+            });
+        }
         if !args.no_userns {
             // A failure here (no user namespaces, build error) still shows the summary.
             let pass = check_userns(true)
@@ -90,6 +99,14 @@ pub fn run(args: &[String]) -> Result<u8> {
                     code: 1,
                 }
             }));
+            if args.scope().is_some() {
+                let (counts, code) = python::test(&root, true);
+                passes.push(Pass {
+                    name: "python, nobody, user+net namespace",
+                    counts,
+                    code,
+                });
+            }
         }
     } else {
         // Build (and fetch) outside the namespace, which has no network.
@@ -117,6 +134,14 @@ pub fn run(args: &[String]) -> Result<u8> {
             counts,
             code: exit_code(status),
         });
+        if args.scope().is_some() {
+            let (counts, code) = python::test(&root, true);
+            passes.push(Pass {
+                name: "python, user+net namespace",
+                counts,
+                code,
+            });
+        }
     }
 
     for pass in &passes {
