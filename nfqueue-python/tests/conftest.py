@@ -9,6 +9,7 @@ checks that the kernel lists none, then removes the namespaces.
 from __future__ import annotations
 
 import select
+import socket
 import time
 from typing import Any, Callable, Iterator, List
 
@@ -72,6 +73,11 @@ class Net:
         """Sends each payload from A to B's socket."""
         for payload in payloads:
             self.a.sendto(payload, (B.ipv4, self.b_port))
+
+    def send_from_router(self, payload: bytes) -> None:
+        """Sends a payload from R itself to B's socket (the OUTPUT hook)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as local:
+            local.sendto(payload, (B.ipv4, self.b_port))
 
     def expect(self, *payloads: bytes) -> None:
         """B receives exactly these payloads, in this order."""

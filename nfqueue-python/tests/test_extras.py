@@ -32,9 +32,8 @@ def test_interface_names_uid_gid_and_skb_info(net: Net) -> None:
     net.rule("OUTPUT", "-d", B.ipv4, "-p", "udp", "-j", "NFQUEUE", "--queue-num", "0")
     net.send(b"fwd")
     serve(q, lambda: len(seen) == 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as local:
-        local.sendto(b"out", (B.ipv4, net.b_port))
-        serve(q, lambda: len(seen) == 2)
+    net.send_from_router(b"out")
+    serve(q, lambda: len(seen) == 2)
     net.expect(b"fwd", b"out")
     fwd, out = seen
     assert fwd[:6] == (2, RA.name, RB.name, None, None, None)

@@ -46,9 +46,8 @@ def test_metadata_of_forwarded_and_output_packets(net: Net) -> None:
     net.rule("OUTPUT", "-d", B.ipv4, "-p", "udp", "-j", "NFQUEUE", "--queue-num", "0")
     net.send(b"forwarded")
     serve(q, lambda: len(seen) == 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as local:
-        local.sendto(b"sent by R", (B.ipv4, net.b_port))
-        serve(q, lambda: len(seen) == 2)
+    net.send_from_router(b"sent by R")
+    serve(q, lambda: len(seen) == 2)
     net.expect(b"forwarded", b"sent by R")
     ra, rb = net.router.ifindex(RA.name), net.router.ifindex(RB.name)
     a_mac = bytes.fromhex(A.mac.replace(":", ""))
@@ -301,9 +300,8 @@ def test_timestamps(net: Net) -> None:
     net.send(b"stamped")
     serve(q, lambda: len(stamps) == 1)
     after = time.time()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as local:
-        local.sendto(b"local", (B.ipv4, net.b_port))
-        serve(q, lambda: len(stamps) == 2)
+    net.send_from_router(b"local")
+    serve(q, lambda: len(stamps) == 2)
     net.expect(b"stamped", b"local")
     (fwd_hook, fwd_time), (out_hook, out_time) = stamps
     assert (fwd_hook, out_hook) == (2, 3)
