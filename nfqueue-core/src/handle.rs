@@ -1,6 +1,7 @@
 //! Verdicts by packet id, from any thread.
 
 use crate::error::Result;
+use crate::ifname::{self, InterfaceName};
 use crate::retry;
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, Stats};
@@ -106,6 +107,18 @@ impl VerdictHandle {
     /// shows it.
     pub fn portid(&self) -> u32 {
         self.shared.socket.portid()
+    }
+
+    /// The name of interface `index` in the network namespace of the queue's
+    /// socket (which may not be the caller's), as [`Queue::interface_name`](crate::Queue::interface_name).
+    ///
+    /// # Errors
+    /// [`Error::Sys`](crate::Error::Sys) (`ENODEV`) when there is no such interface.
+    pub fn interface_name(&self, index: u32) -> Result<InterfaceName> {
+        ifname::lookup(self.shared.socket.fd(), index).map_err(|source| crate::Error::Sys {
+            op: "ioctl(SIOCGIFNAME)",
+            source,
+        })
     }
 
     /// The counters of the queue handle this was taken from.

@@ -16,6 +16,7 @@
 use crate::bench_measure::{self as measure, Sample};
 use crate::bench_report::{self as report, Row};
 use crate::cmd::{self, find_program, ChildGuard, Result};
+use crate::python;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,8 @@ const ALL: &[&str] = &[
     "dispatch-0",
     "dispatch-1",
     "dispatch-2",
+    "py-reference",
+    "py-nfqueue",
 ];
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -227,6 +230,14 @@ impl Programs {
     }
 
     pub fn consumer(&self, name: &'static str) -> Consumer {
+        if let Some((_, venv, _)) = python::BENCH_CONSUMERS.iter().find(|c| c.0 == name) {
+            return Consumer {
+                name,
+                program: self.dir.join("..").join(venv).join("bin/python"),
+                args: vec![self.path("nfq_python.py").display().to_string()],
+                gso: false,
+            };
+        }
         let (program, args): (&str, &[&str]) = match name {
             "c-classic" => ("nfq_classic", &[]),
             "c-batch" => ("nfq_batch", &[]),
@@ -260,7 +271,10 @@ pub fn consumer_description(name: &str) -> &'static str {
         "dispatch-2" => "nfqueue Dispatcher, 2 workers, coalesced verdicts (examples/bench_dispatch --workers 2)",
         "heavy-1" => "nfqueue Dispatcher, 1 worker, 5 us busy handler",
         "heavy-2" => "nfqueue Dispatcher, 2 workers, 5 us busy handler",
-        _ => "",
+        other => python::BENCH_CONSUMERS
+            .iter()
+            .find(|c| c.0 == other)
+            .map_or("", |c| c.2),
     }
 }
 
@@ -294,6 +308,13 @@ pub fn run(args: &[String]) -> Result<u8> {
     std::fs::create_dir_all(&bin)?;
     build_c(&bin)?;
     build_examples(&bin)?;
+    let python_wanted = opts.consumers.is_empty()
+        || python::BENCH_CONSUMERS
+            .iter()
+            .any(|c| opts.consumers.iter().any(|w| w == c.0));
+    if python_wanted {
+        python::prepare_bench(&cmd::workspace_root(), &out, &bin)?;
+    }
 
     let mut unshare = cmd::program("unshare");
     unshare

@@ -254,6 +254,18 @@ fn targets(rows: &[Row]) -> String {
             }
         }
     }
+    for scenario in ["udp-64", "udp-1400"] {
+        if let (Some(ours), Some(theirs)) = (
+            find(rows, scenario, "py-nfqueue"),
+            find(rows, scenario, "py-reference"),
+        ) {
+            check(
+                format!("{scenario} py-nfqueue relative to py-reference (same script)"),
+                Some(ours.ratio / theirs.ratio),
+                1.5,
+            );
+        }
+    }
     for consumer in ["dispatch-0", "dispatch-1", "dispatch-2", "core"] {
         check(
             format!("tcp-gso {consumer} vs c-classic, both with GSO"),

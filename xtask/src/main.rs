@@ -13,6 +13,7 @@ mod demo;
 mod fuzz;
 mod package;
 mod prereqs;
+mod python;
 mod soak;
 mod test_netns;
 

@@ -33,6 +33,14 @@ fn pkg_config(lib: &str) -> Option<String> {
         .then(|| format!("{lib} {}", String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// The Python module's tests build it into a venv; Debian splits venv's pip
+/// (ensurepip) into python3-venv.
+fn python3_can(code: &str) -> Option<String> {
+    let python = Path::new(crate::python::DEBIAN_PYTHON);
+    let ok = Command::new(python).args(["-c", code]).output().ok()?;
+    ok.status.success().then(|| python.display().to_string())
+}
+
 /// bindgen loads libclang at build time; it looks where Debian's `libclang-dev` puts it.
 fn libclang() -> Option<String> {
     let mut dirs: Vec<_> = std::env::var_os("LIBCLANG_PATH")
@@ -93,6 +101,19 @@ const CHECKS: &[Check] = &[
         what: "ip",
         package: "iproute2",
         probe: || programs(&["ip"]),
+    },
+    Check {
+        what: "python3 -m venv (with pip)",
+        package: "python3-venv",
+        probe: || python3_can("import ensurepip, venv"),
+    },
+    Check {
+        what: "Python headers (python3-config)",
+        package: "python3-dev",
+        probe: || {
+            let config = Path::new("/usr/bin/python3-config");
+            config.exists().then(|| config.display().to_string())
+        },
     },
     Check {
         what: "unshare, nsenter, setpriv",

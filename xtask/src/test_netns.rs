@@ -7,6 +7,7 @@
 //! second kind of run only.
 
 use crate::cmd::{self, cargo, exit_code, is_root, run_counted, workspace_root, Counts, Result};
+use crate::python;
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -88,8 +89,28 @@ pub fn run(args: &[String]) -> Result<u8> {
             code: exit_code(status),
             skipped: None,
         });
+        if args.scope().is_some() {
+            let (counts, code) = python::test(&root, false);
+            passes.push(Pass {
+                name: "python, root",
+                counts,
+                code,
+                skipped: None,
+            });
+        }
         if !args.no_userns {
-            passes.push(userns_pass(&root, &args));
+            let pass = userns_pass(&root, &args);
+            let ran = pass.skipped.is_none();
+            passes.push(pass);
+            if ran && args.scope().is_some() {
+                let (counts, code) = python::test(&root, true);
+                passes.push(Pass {
+                    name: "python, nobody, user+net namespace",
+                    counts,
+                    code,
+                    skipped: None,
+                });
+            }
         }
     } else {
         // Build (and fetch) outside the namespace, which has no network.
@@ -118,6 +139,15 @@ pub fn run(args: &[String]) -> Result<u8> {
             code: exit_code(status),
             skipped: None,
         });
+        if args.scope().is_some() {
+            let (counts, code) = python::test(&root, true);
+            passes.push(Pass {
+                name: "python, user+net namespace",
+                counts,
+                code,
+                skipped: None,
+            });
+        }
     }
 
     for pass in &passes {
