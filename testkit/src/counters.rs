@@ -106,6 +106,32 @@ pub fn assert_queue_drained(n: u16) {
     }
 }
 
+/// Waits (at most 2 seconds) until no socket binds queue `n`: after its last
+/// socket is closed, the kernel releases it, and with it the queue and its
+/// waiting packets.
+///
+/// The wait is needed in a test process whose other threads spawn commands
+/// (iptables, ip): between fork and exec a child holds a copy of every
+/// descriptor, and a socket closed meanwhile is released only at the child's
+/// exec.
+///
+/// # Panics
+///
+/// Panics with the queue's line when it is still bound after 2 seconds.
+#[track_caller]
+pub fn assert_queue_unbound(n: u16) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match queue_line(n) {
+            None => return,
+            Some(q) if Instant::now() >= deadline => {
+                panic!("queue {n} still bound 2 s after its socket was closed: {q:?}")
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// The packet counter of the one rule tagged `-m comment --comment <comment>` in
 /// `chain` of `table`, read with `<cmd> -t <table> -L <chain> -v -x -n`.
 ///

@@ -129,13 +129,10 @@ pub fn balance_udp(dest: SocketAddr, first: u16, last: u16) {
 
 /// After a dispatcher is joined, its sockets are closed and the kernel lists
 /// none of its queues, so no packet can wait in them.
+#[track_caller]
 pub fn assert_no_queue_left(queues: &[u16]) {
     for &queue in queues {
-        assert_eq!(
-            counters::queue_line(queue),
-            None,
-            "queue {queue} still bound"
-        );
+        counters::assert_queue_unbound(queue);
     }
 }
 
