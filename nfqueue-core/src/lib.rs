@@ -27,6 +27,8 @@
 //! (GPL-2.0-or-later).
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod async_queue;
 mod attr;
 mod batch;
 mod config;
@@ -52,6 +54,8 @@ mod view;
 pub mod net;
 pub mod prometheus;
 
+#[cfg(feature = "tokio")]
+pub use async_queue::{AsyncQueue, PacketStream};
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_COPY_RANGE};
