@@ -47,7 +47,10 @@ mod stop;
 mod verdict;
 mod view;
 
-pub mod net;
+// L3/L4 views, the flow tuple and checksum-repairing rewrites live in a crate
+// of their own, which needs no queue and no C; its docs are this module's.
+#[doc(inline)]
+pub use nfqueue_net as net;
 
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;

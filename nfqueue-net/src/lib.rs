@@ -22,7 +22,7 @@
 //! # Example
 //!
 //! ```
-//! use nfqueue_core::net::{self, mangle, TransportView};
+//! use nfqueue_net::{self as net, mangle, TransportView};
 //!
 //! // An IPv4/UDP packet 10.0.0.1:5000 -> 10.0.0.2:53 with payload "hi".
 //! let mut packet: Vec<u8> = vec![
@@ -53,6 +53,8 @@
 //! assert!(mangle::verify_checksums(&packet)?.is_ok());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod checksum;
 mod error;
@@ -61,8 +63,9 @@ mod ip;
 pub mod mangle;
 mod transport;
 
-#[cfg(test)]
-pub(crate) mod testutil;
+#[cfg(any(test, feature = "testutil"))]
+#[doc(hidden)]
+pub mod testutil;
 
 pub use error::{MangleError, ParseError};
 pub use flow::{FlowKey, FlowTuple};

@@ -190,8 +190,8 @@ impl Mixer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::parse;
-    use crate::net::testutil::*;
+    use crate::parse;
+    use crate::testutil::*;
 
     #[test]
     fn tuple_of_tcp_and_udp() {

@@ -501,8 +501,8 @@ pub fn set_l4_payload(packet: &mut Vec<u8>, payload: &[u8]) -> Result<(), Mangle
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::testutil::*;
-    use crate::net::TransportView;
+    use crate::testutil::*;
+    use crate::TransportView;
 
     /// Our verification and etherparse's agree that every checksum is right.
     fn assert_valid(p: &[u8]) {
@@ -558,7 +558,7 @@ mod tests {
             {
                 let mut fixed = q.clone();
                 fix_checksums(&mut fixed).unwrap();
-                let v = crate::net::parse(&fixed).unwrap();
+                let v = crate::parse(&fixed).unwrap();
                 let found = match v.transport().unwrap() {
                     TransportView::Tcp(t) => t.checksum(),
                     TransportView::Udp(u) => u.checksum(),
@@ -585,7 +585,7 @@ mod tests {
             ] {
                 set_l4_payload(&mut p, new).unwrap();
                 assert_eq!(p.len(), fixed + 8 + new.len());
-                let v = crate::net::parse(&p).unwrap();
+                let v = crate::parse(&p).unwrap();
                 assert_eq!(v.total_len(), p.len());
                 let Some(TransportView::Udp(u)) = v.transport() else {
                     panic!()
@@ -602,7 +602,7 @@ mod tests {
         for mut p in [icmp4_echo(b"ping"), icmp6_echo(b"ping")] {
             set_l4_payload(&mut p, b"a longer echo body").unwrap();
             assert_eq!(
-                crate::net::parse(&p).unwrap().payload(),
+                crate::parse(&p).unwrap().payload(),
                 Some(&b"a longer echo body"[..])
             );
             assert_valid(&p);
@@ -613,10 +613,7 @@ mod tests {
     fn tcp_same_length_rewrite_and_length_change() {
         for mut p in [tcp4(b"GET /a"), tcp6_exts(b"GET /a")] {
             set_l4_payload(&mut p, b"GET /b").unwrap();
-            assert_eq!(
-                crate::net::parse(&p).unwrap().payload(),
-                Some(&b"GET /b"[..])
-            );
+            assert_eq!(crate::parse(&p).unwrap().payload(), Some(&b"GET /b"[..]));
             assert_valid(&p);
             let before = p.clone();
             assert_eq!(
@@ -680,7 +677,7 @@ mod tests {
             set_src_addr(&mut p, a).unwrap();
             set_dst_addr(&mut p, b).unwrap();
             assert_valid(&p);
-            let v = crate::net::parse(&p).unwrap();
+            let v = crate::parse(&p).unwrap();
             assert_eq!((v.src(), v.dst()), (a, b));
             let before = p.clone();
             assert!(matches!(
@@ -689,17 +686,17 @@ mod tests {
             ));
             assert_eq!(p, before);
             set_ttl(&mut p, 3).unwrap();
-            assert_eq!(crate::net::parse(&p).unwrap().ttl(), 3);
+            assert_eq!(crate::parse(&p).unwrap().ttl(), 3);
             set_hop_limit(&mut p, 4).unwrap();
-            assert_eq!(crate::net::parse(&p).unwrap().hop_limit(), 4);
+            assert_eq!(crate::parse(&p).unwrap().hop_limit(), 4);
             assert_valid(&p);
-            let proto = crate::net::parse(&p).unwrap().protocol();
+            let proto = crate::parse(&p).unwrap().protocol();
             match proto {
                 6 | 17 => {
                     set_src_port(&mut p, 1111).unwrap();
                     set_dst_port(&mut p, 2222).unwrap();
                     assert_valid(&p);
-                    let t = crate::net::parse(&p).unwrap().transport().unwrap();
+                    let t = crate::parse(&p).unwrap().transport().unwrap();
                     assert_eq!((t.src_port(), t.dst_port()), (Some(1111), Some(2222)));
                 }
                 _ => assert_eq!(
@@ -782,84 +779,5 @@ mod tests {
         set_l4_payload(&mut p, b"xyz").unwrap();
         assert_eq!(p.len(), 31);
         assert_valid(&p);
-    }
-}
-
-/// Agreement with libnetfilter_queue's own checksum helpers, the C code the
-/// kernel-facing examples of NFQUEUE use.
-#[cfg(test)]
-mod c_agreement {
-    use super::*;
-    use crate::net::testutil::*;
-    use nfqueue_sys as sys;
-
-    /// A buffer aligned for the C header structs the helpers take.
-    #[repr(C, align(8))]
-    struct Aligned([u8; 2048]);
-
-    /// Runs `f` on an aligned copy of `packet` and returns the bytes after it.
-    fn in_c(packet: &[u8], f: impl FnOnce(*mut u8)) -> Vec<u8> {
-        let mut buf = Box::new(Aligned([0; 2048]));
-        buf.0[..packet.len()].copy_from_slice(packet);
-        f(buf.0.as_mut_ptr());
-        buf.0[..packet.len()].to_vec()
-    }
-
-    fn zero(p: &mut [u8], at: usize) {
-        p[at..at + 2].copy_from_slice(&[0, 0]);
-    }
-
-    #[test]
-    fn ipv4_header_udp_and_tcp() {
-        for (mut p, l4_field) in [(udp4(b"odd payload"), 26), (tcp4(b"0123456789"), 36)] {
-            let udp = p[9] == 17;
-            zero(&mut p, 10);
-            zero(&mut p, l4_field);
-            if udp {
-                // Nonzero, so the checksum counts as present for us.
-                p[l4_field + 1] = 1;
-            }
-            let c = in_c(&p, |ptr| {
-                let iph = ptr.cast::<sys::iphdr>();
-                // SAFETY: `ptr` points into an 8-aligned buffer holding the whole
-                // packet, an IPv4 header (IHL 5) followed by its transport header, as
-                // the helpers expect; they write only the checksum fields, in bounds.
-                unsafe {
-                    sys::nfq_ip_set_checksum(iph);
-                    let l4 = ptr.add(20);
-                    if udp {
-                        sys::nfq_udp_compute_checksum_ipv4(l4.cast(), iph);
-                    } else {
-                        sys::nfq_tcp_compute_checksum_ipv4(l4.cast(), iph);
-                    }
-                }
-            });
-            fix_checksums(&mut p).unwrap();
-            assert_eq!(p, c);
-        }
-    }
-
-    #[test]
-    fn ipv6_udp_and_tcp() {
-        for (mut p, l4_field) in [(udp6(b"odd payload"), 46), (tcp6(b"0123456789"), 56)] {
-            zero(&mut p, l4_field);
-            let udp = p[6] == 17;
-            let c = in_c(&p, |ptr| {
-                let ip6h = ptr.cast::<sys::ip6_hdr>();
-                // SAFETY: as above, with a 40-byte IPv6 header and no extension
-                // headers before the transport header.
-                unsafe {
-                    let l4 = ptr.add(40);
-                    if udp {
-                        sys::nfq_udp_compute_checksum_ipv6(l4.cast(), ip6h);
-                    } else {
-                        sys::nfq_tcp_compute_checksum_ipv6(l4.cast(), ip6h);
-                    }
-                }
-            });
-            fix_checksums(&mut p).unwrap();
-            assert_eq!(p, c);
-            assert!(etherparse_checksums_ok(&p));
-        }
     }
 }

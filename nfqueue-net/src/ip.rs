@@ -376,8 +376,8 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::testutil::*;
-    use crate::net::{mangle, TcpFlags};
+    use crate::testutil::*;
+    use crate::{mangle, TcpFlags};
 
     #[test]
     fn ipv4_udp() {
