@@ -3,7 +3,7 @@
 //! - an edit that fails leaves the bytes as they were;
 //! - an edit that succeeds on a packet whose checksums were right leaves them
 //!   right (`verify_checksums` says OK) and does what it says (the address, port,
-//!   TTL or transport payload reads back);
+//!   hop limit or transport payload reads back);
 //! - `fix_checksums` that succeeds leaves checksums that verify.
 //!
 //! Input: byte 0 gives the number of edits (low bits, `% 5`) and whether to fix
@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
             ),
             2 => (mangle::set_src_port(&mut packet, port), "set_src_port"),
             3 => (mangle::set_dst_port(&mut packet, port), "set_dst_port"),
-            4 => (mangle::set_ttl(&mut packet, arg[0]), "set_ttl"),
+            4 => (mangle::set_hop_limit(&mut packet, arg[0]), "set_hop_limit"),
             5 => {
                 // Bit 7 of the operation asks for a long payload (up to 65535
                 // bytes: some too large for any packet).
@@ -98,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
                     1 => assert_eq!(ip.dst(), address(&arg)),
                     2 => assert_eq!(ip.flow().src_port, port),
                     3 => assert_eq!(ip.flow().dst_port, port),
-                    4 => assert_eq!(ip.ttl(), arg[0]),
+                    4 => assert_eq!(ip.hop_limit(), arg[0]),
                     _ => {}
                 }
                 if was_ok || name == "fix_checksums" {

@@ -9,7 +9,7 @@
 //!
 //! The helpers refuse, and leave the bytes as they were, when the result could not
 //! be right: a truncated copy ([`MangleError::Truncated`]), a fragment
-//! ([`MangleError::Fragment`], except for [`set_ttl`], which only touches the IP
+//! ([`MangleError::Fragment`], except for [`set_hop_limit`], which only touches the IP
 //! header), a TCP payload of another length ([`MangleError::TcpLengthChange`]) and
 //! a result over 65535 bytes ([`MangleError::TooLarge`]).
 
@@ -415,33 +415,25 @@ fn set_port(packet: &mut [u8], port: u16, at: usize) -> Result<(), MangleError> 
     Ok(())
 }
 
-/// Sets the IPv4 time to live (and recomputes the header checksum) or the IPv6 hop
-/// limit. Works on fragments too: only the IP header changes.
+/// Sets the hop limit: the IPv6 Hop Limit, or the IPv4 Time to Live (and
+/// recomputes the IPv4 header checksum). Works on fragments too: only the IP
+/// header changes.
 ///
 /// # Errors
 ///
 /// [`MangleError::Parse`] for bytes that are not an IP packet,
 /// [`MangleError::Truncated`] for a truncated copy.
-pub fn set_ttl(packet: &mut [u8], ttl: u8) -> Result<(), MangleError> {
+pub fn set_hop_limit(packet: &mut [u8], hop_limit: u8) -> Result<(), MangleError> {
     let layout = Layout::whole(packet)?;
     let at = match layout.version {
         IpVersion::V4 => 8,
         IpVersion::V6 => 7,
     };
     if let Some(b) = packet.get_mut(at) {
-        *b = ttl;
+        *b = hop_limit;
     }
     fix_ipv4_header(packet, &layout);
     Ok(())
-}
-
-/// Sets the IPv6 hop limit or the IPv4 time to live (the same as [`set_ttl`]).
-///
-/// # Errors
-///
-/// As [`set_ttl`].
-pub fn set_hop_limit(packet: &mut [u8], hop_limit: u8) -> Result<(), MangleError> {
-    set_ttl(packet, hop_limit)
 }
 
 /// Replaces the transport payload (the bytes after the TCP, UDP, ICMP or ICMPv6
@@ -666,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_ports_and_ttl() {
+    fn addresses_ports_and_hop_limit() {
         let v4a: IpAddr = "203.0.113.9".parse().unwrap();
         let v4b: IpAddr = "10.1.2.3".parse().unwrap();
         let v6a: IpAddr = "2001:db8::99".parse().unwrap();
@@ -685,8 +677,6 @@ mod tests {
                 Err(MangleError::AddressFamily { .. })
             ));
             assert_eq!(p, before);
-            set_ttl(&mut p, 3).unwrap();
-            assert_eq!(crate::parse(&p).unwrap().ttl(), 3);
             set_hop_limit(&mut p, 4).unwrap();
             assert_eq!(crate::parse(&p).unwrap().hop_limit(), 4);
             assert_valid(&p);
@@ -709,7 +699,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        // Fragments: no transport edit, but TTL is fine.
+        // Fragments: no transport edit, but the hop limit is fine.
         let mut p = udp4(&[0; 32]);
         fragment4(&mut p, 0, true);
         assert_eq!(set_l4_payload(&mut p, b"x"), Err(MangleError::Fragment));
@@ -718,7 +708,7 @@ mod tests {
             set_dst_addr(&mut p, IpAddr::from(SRC4)),
             Err(MangleError::Fragment)
         );
-        set_ttl(&mut p, 9).unwrap();
+        set_hop_limit(&mut p, 9).unwrap();
         fix_checksums(&mut p).unwrap();
         assert!(verify_checksums(&p).unwrap().is_ok());
         let mut p = udp6_exts(&[0; 32], Some((3, false)));
@@ -735,7 +725,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            set_ttl(&mut cut, 1),
+            set_hop_limit(&mut cut, 1),
             Err(MangleError::Truncated { .. })
         ));
         assert!(matches!(

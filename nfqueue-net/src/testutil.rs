@@ -47,7 +47,7 @@ pub const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 /// Destination address of the IPv6 packets built here.
 pub const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
-/// IPv4/UDP, port 5000 to 53, TTL 64.
+/// IPv4/UDP, port 5000 to 53, hop limit (TTL) 64.
 pub fn udp4(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv4(SRC4, DST4, 64)
