@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             4 => (mangle::set_hop_limit(&mut packet, arg[0]), "set_hop_limit"),
             5 => {
                 // Bit 7 of the operation asks for a long payload (up to 65535
-                // bytes: some too large for any packet).
+                // bytes: some too long for a verdict to carry, or for IP).
                 let len = if op & 0x80 != 0 {
                     usize::from(port)
                 } else {
@@ -81,6 +81,10 @@ fuzz_target!(|data: &[u8]| {
                 let payload: Vec<u8> = arg[1..].iter().copied().cycle().take(len).collect();
                 let result = mangle::set_l4_payload(&mut packet, &payload);
                 if result.is_ok() {
+                    assert!(
+                        packet.len() <= mangle::MAX_PACKET_LEN,
+                        "a packet no verdict carries"
+                    );
                     let ip = net::parse(&packet).expect("an edited packet parses");
                     let got = ip.transport().map(|t| t.payload());
                     assert_eq!(got, Some(&payload[..]), "set_l4_payload did not read back");

@@ -74,11 +74,18 @@ pub enum MangleError {
         /// Length of the payload given.
         new: usize,
     },
-    /// The rewritten packet would exceed the largest IP packet (65535 bytes).
-    #[error("the rewritten packet would be {len} bytes, more than the 65535 an IP packet holds")]
+    /// The rewritten packet would be longer than
+    /// [`MAX_PACKET_LEN`](crate::mangle::MAX_PACKET_LEN), the most an NFQUEUE
+    /// verdict can carry back to the kernel.
+    #[error(
+        "the rewritten packet would be {len} bytes, but a verdict carries at most {max} \
+         (a netlink attribute's 16-bit length includes its 4-byte header): shorten the payload"
+    )]
     TooLarge {
         /// Length the packet would have had.
         len: usize,
+        /// The longest packet allowed ([`MAX_PACKET_LEN`](crate::mangle::MAX_PACKET_LEN)).
+        max: usize,
     },
     /// An address of the other IP version was given.
     #[error("the packet is {packet:?}: give an address of that version")]

@@ -11,7 +11,9 @@
 //! be right: a truncated copy ([`MangleError::Truncated`]), a fragment
 //! ([`MangleError::Fragment`], except for [`set_hop_limit`], which only touches the IP
 //! header), a TCP payload of another length ([`MangleError::TcpLengthChange`]) and
-//! a result over 65535 bytes ([`MangleError::TooLarge`]).
+//! a packet grown past [`MAX_PACKET_LEN`], the most a verdict can carry
+//! ([`MangleError::TooLarge`]). The other helpers keep the length, so a packet
+//! read from a queue stays one that a verdict can give back.
 
 use core::net::IpAddr;
 
@@ -20,8 +22,13 @@ use super::error::{MangleError, ParseError};
 use super::ip::{parse, IpVersion, IpView};
 use super::transport::proto;
 
-/// Largest IP packet.
-const MAX_PACKET: usize = 65535;
+/// The longest packet the helpers build: 65531 bytes.
+///
+/// An IP packet may hold 65535 bytes, but an NFQUEUE verdict carries its
+/// replacement packet in one netlink attribute, whose 16-bit length counts its
+/// own 4-byte header too; a longer packet could not be given back
+/// (`nfqueue_core::MAX_PAYLOAD` is the same number, checked when it compiles).
+pub const MAX_PACKET_LEN: usize = 0xffff - 4;
 
 /// Where things are in a packet, copied out of an [`IpView`] so the bytes can be
 /// written.
@@ -446,7 +453,8 @@ pub fn set_hop_limit(packet: &mut [u8], hop_limit: u8) -> Result<(), MangleError
 ///
 /// # Errors
 ///
-/// [`MangleError::TcpLengthChange`], [`MangleError::TooLarge`],
+/// [`MangleError::TcpLengthChange`], [`MangleError::TooLarge`] for a packet
+/// longer than [`MAX_PACKET_LEN`],
 /// [`MangleError::UnsupportedProtocol`] for other protocols,
 /// [`MangleError::Fragment`], and the errors of [`fix_checksums`].
 pub fn set_l4_payload(packet: &mut Vec<u8>, payload: &[u8]) -> Result<(), MangleError> {
@@ -475,8 +483,11 @@ pub fn set_l4_payload(packet: &mut Vec<u8>, payload: &[u8]) -> Result<(), Mangle
     };
     let start = layout.l4 + header_len;
     let len = start + payload.len();
-    if len > MAX_PACKET {
-        return Err(MangleError::TooLarge { len });
+    if len > MAX_PACKET_LEN {
+        return Err(MangleError::TooLarge {
+            len,
+            max: MAX_PACKET_LEN,
+        });
     }
     packet.truncate(start);
     packet.extend_from_slice(payload);
@@ -737,15 +748,6 @@ mod tests {
             ChecksumState::Unchecked
         );
 
-        // Too large.
-        let mut p = udp4(b"");
-        assert_eq!(
-            set_l4_payload(&mut p, &vec![0; 65535 - 28 + 1]),
-            Err(MangleError::TooLarge { len: 65536 })
-        );
-        set_l4_payload(&mut p, &vec![0; 65535 - 28]).unwrap();
-        assert_valid(&p);
-
         // Not IP.
         assert!(matches!(
             fix_checksums(&mut [0x10; 40]),
@@ -760,6 +762,38 @@ mod tests {
             verify_checksums(&p).unwrap().transport,
             ChecksumState::Unchecked
         );
+    }
+
+    /// Nothing longer than a verdict can carry: 65531 bytes is built, one more
+    /// is refused with the bytes left as they were, and so is the 65535 an IP
+    /// packet could hold.
+    #[test]
+    fn no_packet_longer_than_a_verdict_carries() {
+        for p in [udp4(b""), udp6(b""), icmp4_echo(b""), icmp6_echo(b"")] {
+            let headers = p.len();
+            for len in [MAX_PACKET_LEN + 1, 65535] {
+                let mut q = p.clone();
+                assert_eq!(
+                    set_l4_payload(&mut q, &vec![7; len - headers]),
+                    Err(MangleError::TooLarge {
+                        len,
+                        max: MAX_PACKET_LEN
+                    })
+                );
+                assert_eq!(q, p, "a refusal leaves the packet as it was");
+            }
+            let mut q = p.clone();
+            set_l4_payload(&mut q, &vec![7; MAX_PACKET_LEN - headers]).unwrap();
+            assert_eq!(q.len(), MAX_PACKET_LEN);
+            assert_eq!(crate::parse(&q).unwrap().total_len(), MAX_PACKET_LEN);
+            assert_valid(&q);
+        }
+        let err = MangleError::TooLarge {
+            len: 65532,
+            max: MAX_PACKET_LEN,
+        };
+        assert!(err.to_string().contains("65532 bytes"), "{err}");
+        assert!(err.to_string().contains("65531"), "{err}");
     }
 
     #[test]
