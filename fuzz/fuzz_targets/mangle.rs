@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nfqueue_core::net::{self, mangle};
+use nfqueue_net::{self as net, mangle};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const EDIT_LEN: usize = 17;

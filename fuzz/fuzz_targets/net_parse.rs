@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nfqueue_core::net::{self, FlowKey, TransportView};
+use nfqueue_net::{self as net, FlowKey, TransportView};
 use std::hint::black_box;
 
 /// True when `inner` lies within `outer`.
