@@ -21,8 +21,8 @@ pub enum ParseError {
     },
     /// The version field is neither 4 nor 6.
     #[error(
-        "unknown IP version {0}: an NFQUEUE payload starts at an IPv4 or IPv6 header \
-         (no link-layer header)"
+        "unknown IP version {0}: the bytes must start at an IPv4 or IPv6 header \
+         (skip any link-layer header first; an NFQUEUE payload has none)"
     )]
     UnknownVersion(u8),
     /// The IPv4 header length field (IHL) is below its minimum of 5 (20 bytes).
@@ -46,7 +46,7 @@ pub enum MangleError {
     /// with a verdict would cut the packet short.
     #[error(
         "the copy holds {got} of the packet's {total_len} bytes: set a copy range that covers \
-         the whole packet (copy mode packet, range 65535) before mangling"
+         the whole packet (copy mode packet, range 65531, the default) before mangling"
     )]
     Truncated {
         /// Bytes in the copy.
