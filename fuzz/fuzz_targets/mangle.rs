@@ -3,7 +3,7 @@
 //! - an edit that fails leaves the bytes as they were;
 //! - an edit that succeeds on a packet whose checksums were right leaves them
 //!   right (`verify_checksums` says OK) and does what it says (the address, port,
-//!   TTL or transport payload reads back);
+//!   hop limit or transport payload reads back);
 //! - `fix_checksums` that succeeds leaves checksums that verify.
 //!
 //! Input: byte 0 gives the number of edits (low bits, `% 5`) and whether to fix
@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nfqueue_core::net::{self, mangle};
+use nfqueue_net::{self as net, mangle};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const EDIT_LEN: usize = 17;
@@ -69,10 +69,10 @@ fuzz_target!(|data: &[u8]| {
             ),
             2 => (mangle::set_src_port(&mut packet, port), "set_src_port"),
             3 => (mangle::set_dst_port(&mut packet, port), "set_dst_port"),
-            4 => (mangle::set_ttl(&mut packet, arg[0]), "set_ttl"),
+            4 => (mangle::set_hop_limit(&mut packet, arg[0]), "set_hop_limit"),
             5 => {
                 // Bit 7 of the operation asks for a long payload (up to 65535
-                // bytes: some too large for any packet).
+                // bytes: some too long for a verdict to carry, or for IP).
                 let len = if op & 0x80 != 0 {
                     usize::from(port)
                 } else {
@@ -81,6 +81,10 @@ fuzz_target!(|data: &[u8]| {
                 let payload: Vec<u8> = arg[1..].iter().copied().cycle().take(len).collect();
                 let result = mangle::set_l4_payload(&mut packet, &payload);
                 if result.is_ok() {
+                    assert!(
+                        packet.len() <= mangle::MAX_PACKET_LEN,
+                        "a packet no verdict carries"
+                    );
                     let ip = net::parse(&packet).expect("an edited packet parses");
                     let got = ip.transport().map(|t| t.payload());
                     assert_eq!(got, Some(&payload[..]), "set_l4_payload did not read back");
@@ -98,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
                     1 => assert_eq!(ip.dst(), address(&arg)),
                     2 => assert_eq!(ip.flow().src_port, port),
                     3 => assert_eq!(ip.flow().dst_port, port),
-                    4 => assert_eq!(ip.ttl(), arg[0]),
+                    4 => assert_eq!(ip.hop_limit(), arg[0]),
                     _ => {}
                 }
                 if was_ok || name == "fix_checksums" {

@@ -51,7 +51,10 @@ mod verdict;
 mod verdict_right;
 mod view;
 
-pub mod net;
+// L3/L4 views, the flow tuple and checksum-repairing rewrites live in a crate
+// of their own, which needs no queue and no C; its docs are this module's.
+#[doc(inline)]
+pub use nfqueue_net as net;
 pub mod prometheus;
 
 #[cfg(feature = "tokio")]
@@ -63,7 +66,6 @@ pub use deferred::{OwnedPacket, PendingVerdict};
 pub use error::{Error, MalformedError, Result};
 pub use handle::VerdictHandle;
 pub use ifname::InterfaceName;
-
 pub use packet::Packet;
 pub use queue::Queue;
 pub use recv_buffer::{BURST_LEN, RECV_BUFFER_LEN};

@@ -7,8 +7,13 @@ use nfqueue_sys as sys;
 use std::borrow::Cow;
 
 /// The largest replacement payload: a netlink attribute's 16-bit length field
-/// includes its 4-byte header, so 65531 bytes is all it can carry.
+/// includes its 4-byte header, so 65531 bytes is all it can carry. The mangling
+/// helpers build nothing longer ([`net::mangle::MAX_PACKET_LEN`](crate::net::mangle::MAX_PACKET_LEN)).
 pub const MAX_PAYLOAD: usize = 0xffff - NLA_HDRLEN;
+
+// nfqueue-net cannot depend on this crate, so it states the same limit itself:
+// whatever its helpers build, a verdict must be able to carry.
+const _: () = assert!(MAX_PAYLOAD == crate::net::mangle::MAX_PACKET_LEN);
 
 /// What happens to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1104,14 +1104,7 @@ fn exercise_view(p: &PacketView<'_>, scope: Scope<'_>) {
 
 fn exercise_ip(bytes: &[u8], edits: bool) {
     if let Ok(v) = net::parse(bytes) {
-        let _ = (
-            v.version(),
-            v.src(),
-            v.dst(),
-            v.protocol(),
-            v.ttl(),
-            v.hop_limit(),
-        );
+        let _ = (v.version(), v.src(), v.dst(), v.protocol(), v.hop_limit());
         let _ = (
             v.total_len(),
             v.header_len(),
@@ -1174,7 +1167,7 @@ fn exercise_ip(bytes: &[u8], edits: bool) {
         ("set_src_addr", |p, a| mangle::set_src_addr(p, a).is_ok()),
         ("set_dst_port", |p, _| mangle::set_dst_port(p, 7).is_ok()),
         ("set_src_port", |p, _| mangle::set_src_port(p, 8).is_ok()),
-        ("set_ttl", |p, _| mangle::set_ttl(p, 9).is_ok()),
+        ("set_hop_limit", |p, _| mangle::set_hop_limit(p, 9).is_ok()),
     ];
     let before = mangle::verify_checksums(bytes).ok();
     for (name, edit) in edits {
@@ -1190,7 +1183,7 @@ fn exercise_ip(bytes: &[u8], edits: bool) {
             "set_dst_port" | "set_src_port" => Some(after.ip_header) == before.map(|b| b.ip_header),
             _ => !matches!(after.ip_header, ChecksumState::Invalid { .. }),
         };
-        let fixed_transport = !matches!(name, "set_ttl");
+        let fixed_transport = !matches!(name, "set_hop_limit");
         assert!(
             ip_header_ok
                 && (!fixed_transport || !matches!(after.transport, ChecksumState::Invalid { .. })),

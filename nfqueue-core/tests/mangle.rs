@@ -441,3 +441,47 @@ fn captured_packets_are_mangled_or_refused() {
         ));
     }
 }
+
+/// The longest packet the helpers build (`MAX_PACKET_LEN`) is taken by a
+/// verdict and arrives whole at the socket; one byte more is refused before
+/// any verdict. Over loopback, whose MTU of 65536 leaves it unfragmented.
+fn the_longest_rewrite_a_verdict_carries(v6: bool) {
+    let _ns = enter_new_netns();
+    let queue_num = 22;
+    let udp = udp_through_queue(v6, queue_num);
+    let mut queue = bound_queue(queue_num);
+    udp.sender.send_to(b"short", udp.dest()).unwrap();
+    let packet = next_packet(&mut queue);
+    let mut rewritten = packet.payload().to_vec();
+    let headers = rewritten.len() - b"short".len();
+
+    let before = rewritten.clone();
+    let too_long = traffic::pattern(mangle::MAX_PACKET_LEN + 1 - headers);
+    assert_eq!(
+        mangle::set_l4_payload(&mut rewritten, &too_long),
+        Err(MangleError::TooLarge {
+            len: nfqueue_core::MAX_PAYLOAD + 1,
+            max: nfqueue_core::MAX_PAYLOAD
+        })
+    );
+    assert_eq!(rewritten, before, "a refusal leaves the packet as it was");
+
+    let longest = traffic::pattern(mangle::MAX_PACKET_LEN - headers);
+    mangle::set_l4_payload(&mut rewritten, &longest).unwrap();
+    assert_eq!(rewritten.len(), nfqueue_core::MAX_PAYLOAD);
+    packet
+        .verdict(&Verdict::accept().with_payload(&rewritten[..]))
+        .unwrap();
+    assert_eq!(recv_datagram(&udp.receiver), longest);
+    counters::assert_queue_drained(queue_num);
+}
+
+#[test]
+fn the_longest_rewrite_a_verdict_carries_v4() {
+    the_longest_rewrite_a_verdict_carries(false);
+}
+
+#[test]
+fn the_longest_rewrite_a_verdict_carries_v6() {
+    the_longest_rewrite_a_verdict_carries(true);
+}

@@ -8,6 +8,10 @@
 //! git); a crash leaves its input in `fuzz/artifacts/<target>/` and makes the
 //! command fail. The full libFuzzer output of a target is in
 //! `fuzz/artifacts/<target>/fuzz.log`.
+//!
+//! `net_parse` and `mangle` build on nfqueue-net alone; `message` and `verdict`
+//! need the fuzz crate's `core` feature (nfqueue-core, and so
+//! libnetfilter_queue), turned on only when one of them is picked.
 
 use crate::cmd::{self, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +22,10 @@ use std::time::{Duration, Instant};
 
 /// The targets, in the order they run.
 pub const TARGETS: &[&str] = &["message", "net_parse", "mangle", "verdict"];
+
+/// The targets that need nfqueue-core, and so libnetfilter_queue: they require
+/// the fuzz crate's `core` feature. The others build on nfqueue-net alone.
+const CORE_TARGETS: &[&str] = &["message", "verdict"];
 
 const USAGE: &str = "usage: cargo xtask fuzz [--secs N] [--runs N] [--jobs N] \
 [--sanitizer address|none] [TARGET...]";
@@ -77,7 +85,12 @@ pub fn run(args: &[String]) -> Result<u8> {
     let options = parse(args)?;
     let fuzz_dir = cmd::workspace_root().join("fuzz");
     ensure_cargo_fuzz()?;
-    let mut build = fuzz_command(&fuzz_dir, "build", &options.sanitizer);
+    // One feature set for the build and every run, so nothing is built twice.
+    let core = options
+        .targets
+        .iter()
+        .any(|t| CORE_TARGETS.contains(&t.as_str()));
+    let mut build = fuzz_command(&fuzz_dir, "build", &options.sanitizer, core);
     cmd::run_ok(&mut build)?;
 
     let mut outcomes = Vec::new();
@@ -85,7 +98,7 @@ pub fn run(args: &[String]) -> Result<u8> {
         let handles: Vec<_> = chunk
             .iter()
             .map(|target| {
-                let mut run = fuzz_command(&fuzz_dir, "run", &options.sanitizer);
+                let mut run = fuzz_command(&fuzz_dir, "run", &options.sanitizer, core);
                 run.arg(target)
                     .arg(fuzz_dir.join("corpus").join(target))
                     .arg("--")
@@ -138,8 +151,9 @@ pub fn run(args: &[String]) -> Result<u8> {
     })
 }
 
-/// `cargo fuzz <sub> -O` in `fuzz/`, with the nightly flags unlocked on stable.
-fn fuzz_command(fuzz_dir: &Path, sub: &str, sanitizer: &str) -> Command {
+/// `cargo fuzz <sub> -O` in `fuzz/`, with the nightly flags unlocked on stable,
+/// and with the targets that need nfqueue-core when `core`.
+fn fuzz_command(fuzz_dir: &Path, sub: &str, sanitizer: &str, core: bool) -> Command {
     let mut c = cmd::cargo();
     c.current_dir(fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args([
         "fuzz",
@@ -149,6 +163,9 @@ fn fuzz_command(fuzz_dir: &Path, sub: &str, sanitizer: &str) -> Command {
         "--sanitizer",
         sanitizer,
     ]);
+    if core {
+        c.args(["--features", "core"]);
+    }
     c
 }
 

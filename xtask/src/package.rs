@@ -1,5 +1,5 @@
 //! `cargo xtask package`: the library crates are publishable. `cargo package`
-//! builds nfqueue-sys, nfqueue-core and nfqueue from the files they would
+//! builds nfqueue-sys, nfqueue-net, nfqueue-core and nfqueue from the files they would
 //! publish, and nfqueue-sys's docs build as docs.rs builds them: `DOCS_RS`
 //! set, libclang hidden (`LIBCLANG_PATH` at an empty directory) and no
 //! pkg-config, so the checked-in bindings are what they document.
@@ -7,7 +7,7 @@
 use crate::cmd::{self, Result};
 use std::fs;
 
-const CRATES: &[&str] = &["nfqueue-sys", "nfqueue-core", "nfqueue"];
+const CRATES: &[&str] = &["nfqueue-sys", "nfqueue-net", "nfqueue-core", "nfqueue"];
 
 pub fn run(args: &[String]) -> Result<u8> {
     if !args.is_empty() {

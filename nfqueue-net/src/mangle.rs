@@ -9,9 +9,11 @@
 //!
 //! The helpers refuse, and leave the bytes as they were, when the result could not
 //! be right: a truncated copy ([`MangleError::Truncated`]), a fragment
-//! ([`MangleError::Fragment`], except for [`set_ttl`], which only touches the IP
+//! ([`MangleError::Fragment`], except for [`set_hop_limit`], which only touches the IP
 //! header), a TCP payload of another length ([`MangleError::TcpLengthChange`]) and
-//! a result over 65535 bytes ([`MangleError::TooLarge`]).
+//! a packet grown past [`MAX_PACKET_LEN`], the most a verdict can carry
+//! ([`MangleError::TooLarge`]). The other helpers keep the length, so a packet
+//! read from a queue stays one that a verdict can give back.
 
 use core::net::IpAddr;
 
@@ -20,8 +22,13 @@ use super::error::{MangleError, ParseError};
 use super::ip::{parse, IpVersion, IpView};
 use super::transport::proto;
 
-/// Largest IP packet.
-const MAX_PACKET: usize = 65535;
+/// The longest packet the helpers build: 65531 bytes.
+///
+/// An IP packet may hold 65535 bytes, but an NFQUEUE verdict carries its
+/// replacement packet in one netlink attribute, whose 16-bit length counts its
+/// own 4-byte header too; a longer packet could not be given back
+/// (`nfqueue_core::MAX_PAYLOAD` is the same number, checked when it compiles).
+pub const MAX_PACKET_LEN: usize = 0xffff - 4;
 
 /// Where things are in a packet, copied out of an [`IpView`] so the bytes can be
 /// written.
@@ -415,33 +422,25 @@ fn set_port(packet: &mut [u8], port: u16, at: usize) -> Result<(), MangleError> 
     Ok(())
 }
 
-/// Sets the IPv4 time to live (and recomputes the header checksum) or the IPv6 hop
-/// limit. Works on fragments too: only the IP header changes.
+/// Sets the hop limit: the IPv6 Hop Limit, or the IPv4 Time to Live (and
+/// recomputes the IPv4 header checksum). Works on fragments too: only the IP
+/// header changes.
 ///
 /// # Errors
 ///
 /// [`MangleError::Parse`] for bytes that are not an IP packet,
 /// [`MangleError::Truncated`] for a truncated copy.
-pub fn set_ttl(packet: &mut [u8], ttl: u8) -> Result<(), MangleError> {
+pub fn set_hop_limit(packet: &mut [u8], hop_limit: u8) -> Result<(), MangleError> {
     let layout = Layout::whole(packet)?;
     let at = match layout.version {
         IpVersion::V4 => 8,
         IpVersion::V6 => 7,
     };
     if let Some(b) = packet.get_mut(at) {
-        *b = ttl;
+        *b = hop_limit;
     }
     fix_ipv4_header(packet, &layout);
     Ok(())
-}
-
-/// Sets the IPv6 hop limit or the IPv4 time to live (the same as [`set_ttl`]).
-///
-/// # Errors
-///
-/// As [`set_ttl`].
-pub fn set_hop_limit(packet: &mut [u8], hop_limit: u8) -> Result<(), MangleError> {
-    set_ttl(packet, hop_limit)
 }
 
 /// Replaces the transport payload (the bytes after the TCP, UDP, ICMP or ICMPv6
@@ -454,7 +453,8 @@ pub fn set_hop_limit(packet: &mut [u8], hop_limit: u8) -> Result<(), MangleError
 ///
 /// # Errors
 ///
-/// [`MangleError::TcpLengthChange`], [`MangleError::TooLarge`],
+/// [`MangleError::TcpLengthChange`], [`MangleError::TooLarge`] for a packet
+/// longer than [`MAX_PACKET_LEN`],
 /// [`MangleError::UnsupportedProtocol`] for other protocols,
 /// [`MangleError::Fragment`], and the errors of [`fix_checksums`].
 pub fn set_l4_payload(packet: &mut Vec<u8>, payload: &[u8]) -> Result<(), MangleError> {
@@ -483,8 +483,11 @@ pub fn set_l4_payload(packet: &mut Vec<u8>, payload: &[u8]) -> Result<(), Mangle
     };
     let start = layout.l4 + header_len;
     let len = start + payload.len();
-    if len > MAX_PACKET {
-        return Err(MangleError::TooLarge { len });
+    if len > MAX_PACKET_LEN {
+        return Err(MangleError::TooLarge {
+            len,
+            max: MAX_PACKET_LEN,
+        });
     }
     packet.truncate(start);
     packet.extend_from_slice(payload);
@@ -501,8 +504,8 @@ pub fn set_l4_payload(packet: &mut Vec<u8>, payload: &[u8]) -> Result<(), Mangle
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::testutil::*;
-    use crate::net::TransportView;
+    use crate::testutil::*;
+    use crate::TransportView;
 
     /// Our verification and etherparse's agree that every checksum is right.
     fn assert_valid(p: &[u8]) {
@@ -558,7 +561,7 @@ mod tests {
             {
                 let mut fixed = q.clone();
                 fix_checksums(&mut fixed).unwrap();
-                let v = crate::net::parse(&fixed).unwrap();
+                let v = crate::parse(&fixed).unwrap();
                 let found = match v.transport().unwrap() {
                     TransportView::Tcp(t) => t.checksum(),
                     TransportView::Udp(u) => u.checksum(),
@@ -585,7 +588,7 @@ mod tests {
             ] {
                 set_l4_payload(&mut p, new).unwrap();
                 assert_eq!(p.len(), fixed + 8 + new.len());
-                let v = crate::net::parse(&p).unwrap();
+                let v = crate::parse(&p).unwrap();
                 assert_eq!(v.total_len(), p.len());
                 let Some(TransportView::Udp(u)) = v.transport() else {
                     panic!()
@@ -602,7 +605,7 @@ mod tests {
         for mut p in [icmp4_echo(b"ping"), icmp6_echo(b"ping")] {
             set_l4_payload(&mut p, b"a longer echo body").unwrap();
             assert_eq!(
-                crate::net::parse(&p).unwrap().payload(),
+                crate::parse(&p).unwrap().payload(),
                 Some(&b"a longer echo body"[..])
             );
             assert_valid(&p);
@@ -613,10 +616,7 @@ mod tests {
     fn tcp_same_length_rewrite_and_length_change() {
         for mut p in [tcp4(b"GET /a"), tcp6_exts(b"GET /a")] {
             set_l4_payload(&mut p, b"GET /b").unwrap();
-            assert_eq!(
-                crate::net::parse(&p).unwrap().payload(),
-                Some(&b"GET /b"[..])
-            );
+            assert_eq!(crate::parse(&p).unwrap().payload(), Some(&b"GET /b"[..]));
             assert_valid(&p);
             let before = p.clone();
             assert_eq!(
@@ -669,7 +669,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_ports_and_ttl() {
+    fn addresses_ports_and_hop_limit() {
         let v4a: IpAddr = "203.0.113.9".parse().unwrap();
         let v4b: IpAddr = "10.1.2.3".parse().unwrap();
         let v6a: IpAddr = "2001:db8::99".parse().unwrap();
@@ -680,7 +680,7 @@ mod tests {
             set_src_addr(&mut p, a).unwrap();
             set_dst_addr(&mut p, b).unwrap();
             assert_valid(&p);
-            let v = crate::net::parse(&p).unwrap();
+            let v = crate::parse(&p).unwrap();
             assert_eq!((v.src(), v.dst()), (a, b));
             let before = p.clone();
             assert!(matches!(
@@ -688,18 +688,16 @@ mod tests {
                 Err(MangleError::AddressFamily { .. })
             ));
             assert_eq!(p, before);
-            set_ttl(&mut p, 3).unwrap();
-            assert_eq!(crate::net::parse(&p).unwrap().ttl(), 3);
             set_hop_limit(&mut p, 4).unwrap();
-            assert_eq!(crate::net::parse(&p).unwrap().hop_limit(), 4);
+            assert_eq!(crate::parse(&p).unwrap().hop_limit(), 4);
             assert_valid(&p);
-            let proto = crate::net::parse(&p).unwrap().protocol();
+            let proto = crate::parse(&p).unwrap().protocol();
             match proto {
                 6 | 17 => {
                     set_src_port(&mut p, 1111).unwrap();
                     set_dst_port(&mut p, 2222).unwrap();
                     assert_valid(&p);
-                    let t = crate::net::parse(&p).unwrap().transport().unwrap();
+                    let t = crate::parse(&p).unwrap().transport().unwrap();
                     assert_eq!((t.src_port(), t.dst_port()), (Some(1111), Some(2222)));
                 }
                 _ => assert_eq!(
@@ -712,7 +710,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        // Fragments: no transport edit, but TTL is fine.
+        // Fragments: no transport edit, but the hop limit is fine.
         let mut p = udp4(&[0; 32]);
         fragment4(&mut p, 0, true);
         assert_eq!(set_l4_payload(&mut p, b"x"), Err(MangleError::Fragment));
@@ -721,7 +719,7 @@ mod tests {
             set_dst_addr(&mut p, IpAddr::from(SRC4)),
             Err(MangleError::Fragment)
         );
-        set_ttl(&mut p, 9).unwrap();
+        set_hop_limit(&mut p, 9).unwrap();
         fix_checksums(&mut p).unwrap();
         assert!(verify_checksums(&p).unwrap().is_ok());
         let mut p = udp6_exts(&[0; 32], Some((3, false)));
@@ -738,7 +736,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            set_ttl(&mut cut, 1),
+            set_hop_limit(&mut cut, 1),
             Err(MangleError::Truncated { .. })
         ));
         assert!(matches!(
@@ -749,15 +747,6 @@ mod tests {
             verify_checksums(&cut).unwrap().transport,
             ChecksumState::Unchecked
         );
-
-        // Too large.
-        let mut p = udp4(b"");
-        assert_eq!(
-            set_l4_payload(&mut p, &vec![0; 65535 - 28 + 1]),
-            Err(MangleError::TooLarge { len: 65536 })
-        );
-        set_l4_payload(&mut p, &vec![0; 65535 - 28]).unwrap();
-        assert_valid(&p);
 
         // Not IP.
         assert!(matches!(
@@ -775,6 +764,38 @@ mod tests {
         );
     }
 
+    /// Nothing longer than a verdict can carry: 65531 bytes is built, one more
+    /// is refused with the bytes left as they were, and so is the 65535 an IP
+    /// packet could hold.
+    #[test]
+    fn no_packet_longer_than_a_verdict_carries() {
+        for p in [udp4(b""), udp6(b""), icmp4_echo(b""), icmp6_echo(b"")] {
+            let headers = p.len();
+            for len in [MAX_PACKET_LEN + 1, 65535] {
+                let mut q = p.clone();
+                assert_eq!(
+                    set_l4_payload(&mut q, &vec![7; len - headers]),
+                    Err(MangleError::TooLarge {
+                        len,
+                        max: MAX_PACKET_LEN
+                    })
+                );
+                assert_eq!(q, p, "a refusal leaves the packet as it was");
+            }
+            let mut q = p.clone();
+            set_l4_payload(&mut q, &vec![7; MAX_PACKET_LEN - headers]).unwrap();
+            assert_eq!(q.len(), MAX_PACKET_LEN);
+            assert_eq!(crate::parse(&q).unwrap().total_len(), MAX_PACKET_LEN);
+            assert_valid(&q);
+        }
+        let err = MangleError::TooLarge {
+            len: 65532,
+            max: MAX_PACKET_LEN,
+        };
+        assert!(err.to_string().contains("65532 bytes"), "{err}");
+        assert!(err.to_string().contains("65531"), "{err}");
+    }
+
     #[test]
     fn trailing_bytes_are_dropped_by_a_payload_rewrite() {
         let mut p = udp4(b"abc");
@@ -782,84 +803,5 @@ mod tests {
         set_l4_payload(&mut p, b"xyz").unwrap();
         assert_eq!(p.len(), 31);
         assert_valid(&p);
-    }
-}
-
-/// Agreement with libnetfilter_queue's own checksum helpers, the C code the
-/// kernel-facing examples of NFQUEUE use.
-#[cfg(test)]
-mod c_agreement {
-    use super::*;
-    use crate::net::testutil::*;
-    use nfqueue_sys as sys;
-
-    /// A buffer aligned for the C header structs the helpers take.
-    #[repr(C, align(8))]
-    struct Aligned([u8; 2048]);
-
-    /// Runs `f` on an aligned copy of `packet` and returns the bytes after it.
-    fn in_c(packet: &[u8], f: impl FnOnce(*mut u8)) -> Vec<u8> {
-        let mut buf = Box::new(Aligned([0; 2048]));
-        buf.0[..packet.len()].copy_from_slice(packet);
-        f(buf.0.as_mut_ptr());
-        buf.0[..packet.len()].to_vec()
-    }
-
-    fn zero(p: &mut [u8], at: usize) {
-        p[at..at + 2].copy_from_slice(&[0, 0]);
-    }
-
-    #[test]
-    fn ipv4_header_udp_and_tcp() {
-        for (mut p, l4_field) in [(udp4(b"odd payload"), 26), (tcp4(b"0123456789"), 36)] {
-            let udp = p[9] == 17;
-            zero(&mut p, 10);
-            zero(&mut p, l4_field);
-            if udp {
-                // Nonzero, so the checksum counts as present for us.
-                p[l4_field + 1] = 1;
-            }
-            let c = in_c(&p, |ptr| {
-                let iph = ptr.cast::<sys::iphdr>();
-                // SAFETY: `ptr` points into an 8-aligned buffer holding the whole
-                // packet, an IPv4 header (IHL 5) followed by its transport header, as
-                // the helpers expect; they write only the checksum fields, in bounds.
-                unsafe {
-                    sys::nfq_ip_set_checksum(iph);
-                    let l4 = ptr.add(20);
-                    if udp {
-                        sys::nfq_udp_compute_checksum_ipv4(l4.cast(), iph);
-                    } else {
-                        sys::nfq_tcp_compute_checksum_ipv4(l4.cast(), iph);
-                    }
-                }
-            });
-            fix_checksums(&mut p).unwrap();
-            assert_eq!(p, c);
-        }
-    }
-
-    #[test]
-    fn ipv6_udp_and_tcp() {
-        for (mut p, l4_field) in [(udp6(b"odd payload"), 46), (tcp6(b"0123456789"), 56)] {
-            zero(&mut p, l4_field);
-            let udp = p[6] == 17;
-            let c = in_c(&p, |ptr| {
-                let ip6h = ptr.cast::<sys::ip6_hdr>();
-                // SAFETY: as above, with a 40-byte IPv6 header and no extension
-                // headers before the transport header.
-                unsafe {
-                    let l4 = ptr.add(40);
-                    if udp {
-                        sys::nfq_udp_compute_checksum_ipv6(l4.cast(), ip6h);
-                    } else {
-                        sys::nfq_tcp_compute_checksum_ipv6(l4.cast(), ip6h);
-                    }
-                }
-            });
-            fix_checksums(&mut p).unwrap();
-            assert_eq!(p, c);
-            assert!(etherparse_checksums_ok(&p));
-        }
     }
 }

@@ -21,8 +21,8 @@ pub enum ParseError {
     },
     /// The version field is neither 4 nor 6.
     #[error(
-        "unknown IP version {0}: an NFQUEUE payload starts at an IPv4 or IPv6 header \
-         (no link-layer header)"
+        "unknown IP version {0}: the bytes must start at an IPv4 or IPv6 header \
+         (skip any link-layer header first; an NFQUEUE payload has none)"
     )]
     UnknownVersion(u8),
     /// The IPv4 header length field (IHL) is below its minimum of 5 (20 bytes).
@@ -46,7 +46,7 @@ pub enum MangleError {
     /// with a verdict would cut the packet short.
     #[error(
         "the copy holds {got} of the packet's {total_len} bytes: set a copy range that covers \
-         the whole packet (copy mode packet, range 65535) before mangling"
+         the whole packet (copy mode packet, range 65531, the default) before mangling"
     )]
     Truncated {
         /// Bytes in the copy.
@@ -74,11 +74,18 @@ pub enum MangleError {
         /// Length of the payload given.
         new: usize,
     },
-    /// The rewritten packet would exceed the largest IP packet (65535 bytes).
-    #[error("the rewritten packet would be {len} bytes, more than the 65535 an IP packet holds")]
+    /// The rewritten packet would be longer than
+    /// [`MAX_PACKET_LEN`](crate::mangle::MAX_PACKET_LEN), the most an NFQUEUE
+    /// verdict can carry back to the kernel.
+    #[error(
+        "the rewritten packet would be {len} bytes, but a verdict carries at most {max} \
+         (a netlink attribute's 16-bit length includes its 4-byte header): shorten the payload"
+    )]
     TooLarge {
         /// Length the packet would have had.
         len: usize,
+        /// The longest packet allowed ([`MAX_PACKET_LEN`](crate::mangle::MAX_PACKET_LEN)).
+        max: usize,
     },
     /// An address of the other IP version was given.
     #[error("the packet is {packet:?}: give an address of that version")]

@@ -260,18 +260,14 @@ impl<'a> IpView<'a> {
         self.protocol
     }
 
-    /// The IPv4 time to live or the IPv6 hop limit.
-    pub fn ttl(&self) -> u8 {
+    /// The hop limit: the IPv6 Hop Limit field, or the IPv4 Time to Live, which
+    /// routers decrement by one per hop too (RFC 1812, section 5.3.1).
+    pub fn hop_limit(&self) -> u8 {
         let at = match self.version {
             IpVersion::V4 => 8,
             IpVersion::V6 => 7,
         };
         self.bytes.get(at).copied().unwrap_or(0)
-    }
-
-    /// The IPv6 hop limit or the IPv4 time to live (the same as [`ttl`](Self::ttl)).
-    pub fn hop_limit(&self) -> u8 {
-        self.ttl()
     }
 
     /// Length of the whole packet as its IP header declares it (IPv4 total length,
@@ -376,8 +372,8 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::testutil::*;
-    use crate::net::{mangle, TcpFlags};
+    use crate::testutil::*;
+    use crate::{mangle, TcpFlags};
 
     #[test]
     fn ipv4_udp() {
@@ -387,7 +383,6 @@ mod tests {
         assert_eq!(v.src(), IpAddr::from(SRC4));
         assert_eq!(v.dst(), IpAddr::from(DST4));
         assert_eq!(v.protocol(), 17);
-        assert_eq!(v.ttl(), 64);
         assert_eq!(v.hop_limit(), 64);
         assert_eq!(v.total_len(), 20 + 8 + 5);
         assert_eq!(v.header_len(), 20);
@@ -631,7 +626,7 @@ mod tests {
     /// Everything a user may call on a view, and the mangling helpers on a copy.
     fn exercise(bytes: &[u8]) {
         if let Ok(v) = parse(bytes) {
-            let _ = (v.src(), v.dst(), v.ttl(), v.protocol(), v.fragment());
+            let _ = (v.src(), v.dst(), v.hop_limit(), v.protocol(), v.fragment());
             let _ = (v.is_truncated(), v.ip_payload(), v.payload(), v.flow());
             assert!(v.header_len() <= bytes.len() || !v.headers_complete() || v.is_truncated());
             if let Some(t) = v.transport() {
@@ -642,7 +637,7 @@ mod tests {
         let _ = mangle::verify_checksums(bytes);
         let mut copy = bytes.to_vec();
         let _ = mangle::fix_checksums(&mut copy);
-        let _ = mangle::set_ttl(&mut copy, 1);
+        let _ = mangle::set_hop_limit(&mut copy, 1);
         let _ = mangle::set_src_port(&mut copy, 1);
         let _ = mangle::set_dst_addr(&mut copy, IpAddr::from(DST6));
         let _ = mangle::set_src_addr(&mut copy, IpAddr::from(SRC4));

@@ -73,7 +73,7 @@ pub(crate) fn sum_without(data: &[u8], field: usize, acc: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::testutil::Rng;
+    use crate::testutil::Rng;
 
     /// The textbook loop, one 16-bit word at a time.
     fn naive(data: &[u8]) -> u16 {

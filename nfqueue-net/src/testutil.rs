@@ -1,15 +1,19 @@
-//! Helpers shared by the unit tests of this module.
+//! Packet builders and a seeded random generator for tests: this crate's, and
+//! with the `testutil` feature those of the crates above it. Not a stable API.
 
 /// A small deterministic pseudo-random generator (xorshift64*), so that failures
 /// repeat.
-pub(crate) struct Rng(u64);
+#[derive(Debug)]
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator whose sequence depends only on `seed`.
+    pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -19,11 +23,12 @@ impl Rng {
     }
 
     /// A value in `0..n` (`n` > 0).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 
-    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
@@ -33,12 +38,17 @@ use etherparse::{
     Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions, PacketBuilder,
 };
 
-pub(crate) const SRC4: [u8; 4] = [192, 0, 2, 1];
-pub(crate) const DST4: [u8; 4] = [198, 51, 100, 7];
-pub(crate) const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-pub(crate) const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// Source address of the IPv4 packets built here.
+pub const SRC4: [u8; 4] = [192, 0, 2, 1];
+/// Destination address of the IPv4 packets built here.
+pub const DST4: [u8; 4] = [198, 51, 100, 7];
+/// Source address of the IPv6 packets built here.
+pub const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+/// Destination address of the IPv6 packets built here.
+pub const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
-pub(crate) fn udp4(payload: &[u8]) -> Vec<u8> {
+/// IPv4/UDP, port 5000 to 53, hop limit (TTL) 64.
+pub fn udp4(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv4(SRC4, DST4, 64)
         .udp(5000, 53)
@@ -47,7 +57,8 @@ pub(crate) fn udp4(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn tcp4(payload: &[u8]) -> Vec<u8> {
+/// IPv4/TCP, port 40000 to 80, SYN and ACK set.
+pub fn tcp4(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv4(SRC4, DST4, 64)
         .tcp(40000, 80, 1000, 65535)
@@ -58,7 +69,8 @@ pub(crate) fn tcp4(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn icmp4_echo(payload: &[u8]) -> Vec<u8> {
+/// An ICMP echo request, identifier 0x1234, sequence 7.
+pub fn icmp4_echo(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv4(SRC4, DST4, 64)
         .icmpv4_echo_request(0x1234, 7)
@@ -68,7 +80,7 @@ pub(crate) fn icmp4_echo(payload: &[u8]) -> Vec<u8> {
 }
 
 /// IPv4 with 8 bytes of options (two NOPs, then padding end-of-list).
-pub(crate) fn udp4_options(payload: &[u8]) -> Vec<u8> {
+pub fn udp4_options(payload: &[u8]) -> Vec<u8> {
     let mut h = Ipv4Header::new(0, 64, IpNumber::UDP, SRC4, DST4).unwrap();
     h.options = [1u8, 1, 0, 0, 0, 0, 0, 0][..].try_into().unwrap();
     let mut out = Vec::new();
@@ -79,7 +91,8 @@ pub(crate) fn udp4_options(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn udp6(payload: &[u8]) -> Vec<u8> {
+/// IPv6/UDP, port 5000 to 53, hop limit 64.
+pub fn udp6(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv6(SRC6, DST6, 64)
         .udp(5000, 53)
@@ -88,7 +101,8 @@ pub(crate) fn udp6(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn tcp6(payload: &[u8]) -> Vec<u8> {
+/// IPv6/TCP, port 40000 to 443.
+pub fn tcp6(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv6(SRC6, DST6, 64)
         .tcp(40000, 443, 5, 1024)
@@ -97,7 +111,8 @@ pub(crate) fn tcp6(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn icmp6_echo(payload: &[u8]) -> Vec<u8> {
+/// An ICMPv6 echo request, identifier 0x4321, sequence 9.
+pub fn icmp6_echo(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ipv6(SRC6, DST6, 64)
         .icmpv6_echo_request(0x4321, 9)
@@ -108,7 +123,7 @@ pub(crate) fn icmp6_echo(payload: &[u8]) -> Vec<u8> {
 
 /// Extension headers: hop-by-hop, destination options, routing (no segments
 /// left), fragment (`offset` in 8-byte units, `more`), authentication.
-pub(crate) fn exts6(frag: Option<(u16, bool)>) -> (Ipv6Extensions, usize) {
+pub fn exts6(frag: Option<(u16, bool)>) -> (Ipv6Extensions, usize) {
     let raw = |n| Ipv6RawExtHeader::new_raw(n, &[0, 0, 0, 0, 0, 0]).unwrap();
     let exts = Ipv6Extensions {
         hop_by_hop_options: Some(raw(IpNumber::UDP)),
@@ -144,7 +159,7 @@ fn ipv6_header() -> Ipv6Header {
 }
 
 /// IPv6 with every extension header, then TCP.
-pub(crate) fn tcp6_exts(payload: &[u8]) -> Vec<u8> {
+pub fn tcp6_exts(payload: &[u8]) -> Vec<u8> {
     let (exts, _) = exts6(None);
     let mut out = Vec::new();
     PacketBuilder::ip(IpHeaders::Ipv6(ipv6_header(), exts))
@@ -156,7 +171,7 @@ pub(crate) fn tcp6_exts(payload: &[u8]) -> Vec<u8> {
 }
 
 /// IPv6 with every extension header, then UDP.
-pub(crate) fn udp6_exts(payload: &[u8], frag: Option<(u16, bool)>) -> Vec<u8> {
+pub fn udp6_exts(payload: &[u8], frag: Option<(u16, bool)>) -> Vec<u8> {
     let (exts, _) = exts6(frag);
     let mut out = Vec::new();
     PacketBuilder::ip(IpHeaders::Ipv6(ipv6_header(), exts))
@@ -168,7 +183,7 @@ pub(crate) fn udp6_exts(payload: &[u8], frag: Option<(u16, bool)>) -> Vec<u8> {
 
 /// Sets the IPv4 fragment fields (offset in 8-byte units) and fixes the header
 /// checksum.
-pub(crate) fn fragment4(packet: &mut [u8], offset: u16, more: bool) {
+pub fn fragment4(packet: &mut [u8], offset: u16, more: bool) {
     let word = offset | if more { 0x2000 } else { 0 };
     packet[6..8].copy_from_slice(&word.to_be_bytes());
     packet[10..12].copy_from_slice(&[0, 0]);
@@ -184,7 +199,7 @@ pub(crate) fn fragment4(packet: &mut [u8], offset: u16, more: bool) {
 }
 
 /// Checks every checksum with etherparse's own code, independent of ours.
-pub(crate) fn etherparse_checksums_ok(packet: &[u8]) -> bool {
+pub fn etherparse_checksums_ok(packet: &[u8]) -> bool {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let p = SlicedPacket::from_ip(packet).expect("etherparse parses the packet");
     let (src, dst): (Vec<u8>, Vec<u8>) = match &p.net {

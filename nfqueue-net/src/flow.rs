@@ -89,11 +89,6 @@ impl FlowTuple {
         }
     }
 
-    /// The same as [`canonical`](Self::canonical): a key shared by both directions.
-    pub fn symmetric(&self) -> FlowTuple {
-        self.canonical()
-    }
-
     /// A direction-independent 64-bit hash of the five-tuple, for spreading flows
     /// over workers: both directions of a connection give the same value. See
     /// [`hash_by`](Self::hash_by) for fragments.
@@ -190,8 +185,8 @@ impl Mixer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::parse;
-    use crate::net::testutil::*;
+    use crate::parse;
+    use crate::testutil::*;
 
     #[test]
     fn tuple_of_tcp_and_udp() {
@@ -226,7 +221,6 @@ mod tests {
         let r = t.reversed();
         assert_ne!(t, r);
         assert_eq!(t.canonical(), r.canonical());
-        assert_eq!(t.symmetric(), r.symmetric());
         assert!(t.canonical().is_canonical());
         assert_eq!(t.flow_hash(), r.flow_hash());
         assert_eq!(t.hash_by(FlowKey::Addresses), r.hash_by(FlowKey::Addresses));
