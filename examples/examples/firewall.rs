@@ -144,10 +144,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The dispatcher's counters and the kernel's lines for its queues.
+/// The dispatcher's counters of each queue (`queue="N"`: sum them for the
+/// totals) and the kernel's lines for its queues.
 fn render_metrics(stats: &StatsHandle) -> String {
     let mut exposition = Exposition::new();
-    exposition.add(&stats.stats());
+    for (queue, counters) in stats.stats_by_queue() {
+        exposition.add_labeled(&counters, &[("queue", &queue.to_string())]);
+    }
     match stats.kernel_stats() {
         Ok(kernel) => {
             exposition.add(&kernel[..]);

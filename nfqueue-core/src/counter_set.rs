@@ -6,7 +6,8 @@
 /// Defines `pub struct $stats` with one documented `u64` field per counter,
 /// `pub(crate) struct $atomics` with an `AtomicU64` for each, and:
 /// `$atomics::snapshot()`, `$stats::named()` (every counter with its name, in
-/// field order) and `$stats::describe(name)` (the counter's doc text).
+/// field order), `$stats::describe(name)` (the counter's doc text) and
+/// `AddAssign` for `$stats` (sums).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! counter_set {
@@ -34,6 +35,13 @@ macro_rules! counter_set {
                 $stats {
                     $( $field: self.$field.load(::std::sync::atomic::Ordering::Relaxed), )*
                 }
+            }
+        }
+
+        impl ::std::ops::AddAssign for $stats {
+            /// Adds every counter of `other`: totals over queues or handles.
+            fn add_assign(&mut self, other: $stats) {
+                $( self.$field += other.$field; )*
             }
         }
 

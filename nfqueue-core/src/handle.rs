@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::ifname::{self, InterfaceName};
+use crate::kernel_stats::KernelStatsReader;
 use crate::retry;
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, Stats};
@@ -119,6 +120,16 @@ impl VerdictHandle {
             op: "ioctl(SIOCGIFNAME)",
             source,
         })
+    }
+
+    /// A reader of the kernel's counters of the socket's network namespace
+    /// (see [`Queue::kernel_stats_reader`](crate::Queue::kernel_stats_reader)).
+    ///
+    /// # Errors
+    /// [`Error::Sys`](crate::Error::Sys) when the socket's namespace cannot be
+    /// found.
+    pub fn kernel_stats_reader(&self) -> Result<KernelStatsReader> {
+        KernelStatsReader::of_socket(self.shared.socket.fd())
     }
 
     /// The counters of the queue handle this was taken from.

@@ -4,6 +4,7 @@ use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::handle::{Shared, VerdictHandle};
 use crate::ifname::{self, InterfaceName};
+use crate::kernel_stats::KernelStatsReader;
 use crate::netns;
 use crate::packet::Packet;
 use crate::recv_buffer::{Found, RecvBuffer, Wait};
@@ -397,20 +398,16 @@ impl Queue {
     /// When the file cannot be read, or (for a socket in another namespace) the
     /// namespace cannot be entered.
     pub fn kernel_stats(&self, queue: u16) -> Result<Option<QueueStats>> {
-        let io_err = |source| Error::Sys {
-            op: "reading /proc/net/netfilter/nfnetlink_queue",
-            source,
-        };
-        let ns = netns::of_socket(self.as_raw_fd()).map_err(|source| Error::Sys {
-            op: "ioctl(SIOCGSKNS)",
-            source,
-        })?;
-        if netns::is_current(&ns).map_err(io_err)? {
-            return QueueStats::read(queue).map_err(io_err);
-        }
-        netns::run_in(&ns, Path::new("socket namespace"), || {
-            QueueStats::read(queue).map_err(io_err)
-        })
+        self.kernel_stats_reader()?.read(queue)
+    }
+
+    /// A reader of the kernel's counters of this socket's network namespace,
+    /// for any thread, which stays usable after the queue is gone.
+    ///
+    /// # Errors
+    /// [`Error::Sys`] when the socket's namespace cannot be found.
+    pub fn kernel_stats_reader(&self) -> Result<KernelStatsReader> {
+        self.handle.kernel_stats_reader()
     }
 
     /// The name of interface `index` in this socket's network namespace.

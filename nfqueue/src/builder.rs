@@ -4,7 +4,8 @@ use crate::affinity;
 use crate::dispatcher::Dispatcher;
 use crate::failure::FirstFailure;
 use crate::receiver::{Fanout, Handling, ReceiveLoop};
-use crate::stats::Counters;
+use crate::stats::{QueueCounters, SlotCounters};
+use crate::stats_handle::StatsHandle;
 use crate::wake::Waker;
 use crate::worker::{print_panic, Handler, Judge, PanicHandler, PanicReport, ReturnPath, Worker};
 use crossbeam_channel::{bounded, unbounded};
@@ -12,6 +13,7 @@ use nfqueue_core::net::FlowKey;
 use nfqueue_core::{
     Error, PacketView, Queue, QueueConfig, Result, StopHandle, Verdict, VerdictKind,
 };
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -55,6 +57,16 @@ pub struct DispatcherBuilder {
     queue_config: QueueConfig,
     recv_buffer: Option<usize>,
     stop: Option<StopHandle>,
+    netns: Option<Netns>,
+}
+
+/// Where the queue sockets are made, when not in the builder's namespace.
+#[derive(Debug, Clone)]
+enum Netns {
+    /// `/run/netns/NAME`.
+    Named(String),
+    /// A namespace file.
+    Path(PathBuf),
 }
 
 impl std::fmt::Debug for DispatcherBuilder {
@@ -69,6 +81,7 @@ impl std::fmt::Debug for DispatcherBuilder {
             .field("flow_affinity", &self.flow_affinity)
             .field("queue_config", &self.queue_config)
             .field("recv_buffer", &self.recv_buffer)
+            .field("netns", &self.netns)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +100,7 @@ impl Default for DispatcherBuilder {
             queue_config: QueueConfig::default(),
             recv_buffer: Some(DEFAULT_RECV_BUFFER),
             stop: None,
+            netns: None,
         }
     }
 }
@@ -184,6 +198,24 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Opens the queue sockets in the network namespace named `name`
+    /// (`/run/netns/NAME`, as `ip netns add NAME` makes it), as
+    /// [`Queue::open_in_netns`] does; the dispatcher's threads stay where they
+    /// are, and [`Dispatcher::kernel_stats`] reads that namespace's counters.
+    /// Entering it needs CAP_SYS_ADMIN. A name with a `/` is refused when the
+    /// dispatcher is built.
+    pub fn netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(Netns::Named(name.into()));
+        self
+    }
+
+    /// Opens the queue sockets in the network namespace of the file at `path`
+    /// (e.g. `/proc/PID/ns/net`); see [`netns`](Self::netns).
+    pub fn netns_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.netns = Some(Netns::Path(path.into()));
+        self
+    }
+
     /// Uses `stop` as the dispatcher's stop handle (default: a new one), e.g. one
     /// that a signal-handling thread set up before any thread was spawned.
     pub fn stop_handle(mut self, stop: StopHandle) -> Self {
@@ -231,19 +263,24 @@ impl DispatcherBuilder {
         // thread starts.
         let mut queues = Vec::with_capacity(self.queues.len());
         for &num in &self.queues {
-            let mut queue = Queue::open()?;
+            let mut queue = match &self.netns {
+                None => Queue::open()?,
+                Some(Netns::Named(name)) => Queue::open_in_netns(name)?,
+                Some(Netns::Path(path)) => Queue::open_in_netns_path(path)?,
+            };
             queue.bind(num, &self.queue_config)?;
             if let Some(bytes) = self.recv_buffer {
                 queue.set_recv_buffer_size(bytes)?;
             }
             queues.push(queue);
         }
+        let queue_sockets_netns = queues.first().map(Queue::kernel_stats_reader).transpose()?;
 
         let stop = match self.stop.clone() {
             Some(stop) => stop,
             None => StopHandle::new()?,
         };
-        let counters = Arc::new(Counters::default());
+        let counters = QueueCounters::new(&self.queues);
         let cpus = affinity::available_cpus();
         let mut next_cpu = 0usize;
         let mut pin = || {
@@ -257,7 +294,6 @@ impl DispatcherBuilder {
             handler,
             on_panic: self.on_panic,
             panic_handler: Arc::clone(&self.panic_handler),
-            counters: Arc::clone(&counters),
         };
         // One channel per queue (and worker, with flow affinity): a receive
         // thread whose channel is full waits only for its own jobs, and the
@@ -308,18 +344,20 @@ impl DispatcherBuilder {
                 done: done_rx,
                 waker,
                 stop: stop.clone(),
-                counters: Arc::clone(&counters),
+                counters: SlotCounters::new(&counters, slot),
                 failures: Arc::clone(&failures),
             });
         }
         let returns: Arc<[ReturnPath]> = returns.into();
 
-        let mut dispatcher =
-            Dispatcher::new(stop, Arc::clone(&counters), failures, self.queues.clone());
+        let kernel = queue_sockets_netns.expect("a dispatcher has a queue");
+        let stats = StatsHandle::new(Arc::clone(&counters), &self.queues, kernel);
+        let mut dispatcher = Dispatcher::new(stop, stats, failures, self.queues.clone());
         for (index, jobs) in worker_inputs.into_iter().enumerate() {
             let worker = Worker {
                 jobs,
                 returns: Arc::clone(&returns),
+                counters: Arc::clone(&counters),
                 judge: judge(index, make_handler(index)),
             };
             let handle = spawn(

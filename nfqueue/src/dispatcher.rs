@@ -2,9 +2,9 @@
 
 use crate::builder::DispatcherBuilder;
 use crate::failure::FirstFailure;
-use crate::stats::{Counters, DispatchStats, KernelStats};
+use crate::stats::{DispatchStats, KernelStats};
 use crate::stats_handle::StatsHandle;
-use nfqueue_core::{Error, QueueStats, Result, StopHandle};
+use nfqueue_core::{Error, Result, StopHandle};
 use std::panic;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 #[derive(Debug)]
 pub struct Dispatcher {
     stop: StopHandle,
-    counters: Arc<Counters>,
+    stats: StatsHandle,
     failures: Arc<FirstFailure>,
     queues: Vec<u16>,
     receivers: Vec<JoinHandle<Result<()>>>,
@@ -39,13 +39,13 @@ impl Dispatcher {
 
     pub(crate) fn new(
         stop: StopHandle,
-        counters: Arc<Counters>,
+        stats: StatsHandle,
         failures: Arc<FirstFailure>,
         queues: Vec<u16>,
     ) -> Self {
         Dispatcher {
             stop,
-            counters,
+            stats,
             failures,
             queues,
             receivers: Vec::new(),
@@ -66,27 +66,31 @@ impl Dispatcher {
         self.stop.clone()
     }
 
-    /// The counters now.
+    /// The counters now, summed over the queues.
     pub fn stats(&self) -> DispatchStats {
-        self.counters.snapshot()
+        self.stats.stats()
+    }
+
+    /// The counters now, of each queue, in the order the queues were given to
+    /// the builder.
+    pub fn stats_by_queue(&self) -> Vec<(u16, DispatchStats)> {
+        self.stats.stats_by_queue()
     }
 
     /// A handle that reads the counters from another thread, also while
     /// [`join`](Self::join) waits (for a metrics endpoint).
     pub fn stats_handle(&self) -> StatsHandle {
-        StatsHandle::new(Arc::clone(&self.counters), &self.queues)
+        self.stats.clone()
     }
 
-    /// The kernel's lines for this dispatcher's queues, read in the calling
-    /// thread's network namespace (the one the dispatcher was built in).
+    /// The kernel's lines for this dispatcher's queues, read in the network
+    /// namespace its sockets were made in (see
+    /// [`DispatcherBuilder::netns`](crate::DispatcherBuilder::netns)).
     ///
     /// # Errors
-    /// When /proc/net/netfilter/nfnetlink_queue cannot be read.
-    pub fn kernel_stats(&self) -> std::io::Result<KernelStats> {
-        Ok(QueueStats::read_all()?
-            .into_iter()
-            .filter(|s| self.queues.contains(&s.queue))
-            .collect())
+    /// As [`KernelStatsReader::read_all`](nfqueue_core::KernelStatsReader::read_all).
+    pub fn kernel_stats(&self) -> Result<KernelStats> {
+        self.stats.kernel_stats()
     }
 
     /// The queue numbers served.
@@ -105,7 +109,7 @@ impl Dispatcher {
     /// Passes on a panic of the dispatcher's own code (handler panics are caught).
     pub fn join(mut self) -> Result<DispatchStats> {
         self.join_threads()?;
-        Ok(self.counters.snapshot())
+        Ok(self.stats.stats())
     }
 
     /// Stops the dispatcher and joins it.

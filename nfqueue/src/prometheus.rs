@@ -11,8 +11,10 @@
 //! ```
 //!
 //! Every field of [`DispatchStats`] becomes the counter
-//! `nfqueue_dispatcher_<field>_total`, summed over the dispatcher's queues;
-//! add the kernel's lines ([`Dispatcher::kernel_stats`](crate::Dispatcher::kernel_stats))
+//! `nfqueue_dispatcher_<field>_total`; add each queue's counters
+//! ([`Dispatcher::stats_by_queue`](crate::Dispatcher::stats_by_queue)) with
+//! [`Exposition::add_labeled`] and a `queue` label, as the `firewall` example
+//! does, and the kernel's lines ([`Dispatcher::kernel_stats`](crate::Dispatcher::kernel_stats))
 //! for `nfqueue_kernel_*{queue="N"}`.
 
 pub use nfqueue_core::prometheus::*;

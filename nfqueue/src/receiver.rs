@@ -12,7 +12,7 @@
 
 use crate::coalesce::Coalescer;
 use crate::failure::FirstFailure;
-use crate::stats::Counters;
+use crate::stats::{Counters, SlotCounters};
 use crate::wake::Waker;
 use crate::worker::{Done, Handler, Job, Judge};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -81,7 +81,8 @@ pub(crate) struct ReceiveLoop<H> {
     pub(crate) done: Receiver<Done>,
     pub(crate) waker: Arc<Waker>,
     pub(crate) stop: StopHandle,
-    pub(crate) counters: Arc<Counters>,
+    /// This queue's counters.
+    pub(crate) counters: SlotCounters,
     pub(crate) failures: Arc<FirstFailure>,
 }
 
@@ -229,7 +230,7 @@ impl<H: Handler> ReceiveThread<H> {
             coalescer.dispatched(view.id());
             match handling {
                 Handling::Inline(judge) => {
-                    let verdict = judge.verdict(&view);
+                    let verdict = judge.verdict(&view, counters);
                     counters.verdict(verdict.kind(), verdict.payload().is_some());
                     coalescer.complete(view.id(), verdict);
                 }

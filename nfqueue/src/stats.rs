@@ -2,10 +2,12 @@
 
 use nfqueue_core::{QueueStats, VerdictKind};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 nfqueue_core::counter_set! {
-    /// Counters of a running [`Dispatcher`](crate::Dispatcher), summed over its
-    /// queues and workers.
+    /// Counters of a running [`Dispatcher`](crate::Dispatcher): of one queue
+    /// ([`Dispatcher::stats_by_queue`](crate::Dispatcher::stats_by_queue)), or
+    /// summed over its queues ([`Dispatcher::stats`](crate::Dispatcher::stats)).
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     #[non_exhaustive]
     pub struct DispatchStats;
@@ -83,6 +85,71 @@ impl DispatchStats {
 
 /// The kernel's counters for the dispatcher's queues.
 pub type KernelStats = Vec<QueueStats>;
+
+/// The counters of every queue of a dispatcher, one set per receive thread:
+/// what a queue's thread and the workers do for its packets is counted there.
+#[derive(Debug)]
+pub(crate) struct QueueCounters {
+    numbers: Box<[u16]>,
+    each: Box<[Counters]>,
+}
+
+impl QueueCounters {
+    pub(crate) fn new(numbers: &[u16]) -> Arc<Self> {
+        Arc::new(QueueCounters {
+            numbers: numbers.into(),
+            each: numbers.iter().map(|_| Counters::default()).collect(),
+        })
+    }
+
+    /// The counters of the queue of receive thread `slot`.
+    pub(crate) fn slot(&self, slot: usize) -> &Counters {
+        &self.each[slot]
+    }
+
+    /// The sums over every queue.
+    pub(crate) fn total(&self) -> DispatchStats {
+        let mut total = DispatchStats::default();
+        for counters in self.each.iter() {
+            total += counters.snapshot();
+        }
+        total
+    }
+
+    /// Each queue's counters, by queue number, in the order the queues were
+    /// added to the builder.
+    pub(crate) fn by_queue(&self) -> Vec<(u16, DispatchStats)> {
+        self.numbers
+            .iter()
+            .zip(self.each.iter())
+            .map(|(&queue, counters)| (queue, counters.snapshot()))
+            .collect()
+    }
+}
+
+/// One queue's counters, shared with the dispatcher's other queues.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotCounters {
+    all: Arc<QueueCounters>,
+    slot: usize,
+}
+
+impl SlotCounters {
+    pub(crate) fn new(all: &Arc<QueueCounters>, slot: usize) -> Self {
+        SlotCounters {
+            all: Arc::clone(all),
+            slot,
+        }
+    }
+}
+
+impl std::ops::Deref for SlotCounters {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        self.all.slot(self.slot)
+    }
+}
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

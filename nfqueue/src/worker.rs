@@ -1,7 +1,7 @@
 //! Worker threads: run the handler on each packet and send its verdict back to
 //! the receive thread of the packet's queue.
 
-use crate::stats::Counters;
+use crate::stats::{Counters, QueueCounters};
 use crate::wake::Waker;
 use crossbeam_channel::{Receiver, Select, Sender};
 use nfqueue_core::{PacketView, Verdict, VerdictHandle, VerdictKind};
@@ -106,12 +106,16 @@ pub(crate) struct Judge<H> {
     /// The verdict for a packet whose handler panicked.
     pub(crate) on_panic: VerdictKind,
     pub(crate) panic_handler: PanicHandler,
-    pub(crate) counters: Arc<Counters>,
 }
 
 impl<H: Handler> Judge<H> {
-    /// The verdict for `view`, one the kernel can take.
-    pub(crate) fn verdict(&mut self, view: &PacketView<'_>) -> Verdict<'static> {
+    /// The verdict for `view`, one the kernel can take; what went wrong is
+    /// counted in `counters`, its queue's.
+    pub(crate) fn verdict(
+        &mut self,
+        view: &PacketView<'_>,
+        counters: &Counters,
+    ) -> Verdict<'static> {
         let handler = &mut self.handler;
         match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(view))) {
             // A payload the kernel cannot take (empty, or too long for a
@@ -119,12 +123,12 @@ impl<H: Handler> Judge<H> {
             // Passing the original bytes could let through what the rewrite
             // was meant to remove.
             Ok(verdict) if verdict.validate().is_err() => {
-                Counters::add(&self.counters.invalid_verdicts, 1);
+                Counters::add(&counters.invalid_verdicts, 1);
                 Verdict::drop()
             }
             Ok(verdict) => verdict,
             Err(payload) => {
-                Counters::add(&self.counters.handler_panics, 1);
+                Counters::add(&counters.handler_panics, 1);
                 let report = PanicReport::new(self.index, view, payload.as_ref(), self.on_panic);
                 // A panicking panic handler must not take the thread down.
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| (self.panic_handler)(&report)));
@@ -143,6 +147,7 @@ pub(crate) struct Worker<H> {
     /// jobs).
     pub(crate) jobs: Vec<Receiver<Job>>,
     pub(crate) returns: Arc<[ReturnPath]>,
+    pub(crate) counters: Arc<QueueCounters>,
     pub(crate) judge: Judge<H>,
 }
 
@@ -152,11 +157,12 @@ impl<H: Handler> Worker<H> {
         let Worker {
             jobs,
             returns,
+            counters,
             mut judge,
         } = self;
         if let [only] = &jobs[..] {
             for job in only.iter() {
-                handle(&mut judge, &returns, job);
+                handle(&mut judge, &returns, &counters, job);
             }
             return;
         }
@@ -169,7 +175,7 @@ impl<H: Handler> Worker<H> {
             let ready = select.select();
             let index = ready.index();
             match ready.recv(&jobs[index]) {
-                Ok(job) => handle(&mut judge, &returns, job),
+                Ok(job) => handle(&mut judge, &returns, &counters, job),
                 Err(_) => {
                     // That receive thread is done.
                     select.remove(index);
@@ -181,10 +187,18 @@ impl<H: Handler> Worker<H> {
 }
 
 /// Runs the handler on one job and sends the verdict back to its receive thread.
-fn handle<H: Handler>(judge: &mut Judge<H>, returns: &[ReturnPath], job: Job) {
+fn handle<H: Handler>(
+    judge: &mut Judge<H>,
+    returns: &[ReturnPath],
+    counters: &QueueCounters,
+    job: Job,
+) {
     let back = &returns[job.slot];
     let verdict = match PacketView::parse(job.queue, &job.bytes) {
-        Ok(view) => judge.verdict(&view.with_interface_names(back.socket.as_fd())),
+        Ok(view) => judge.verdict(
+            &view.with_interface_names(back.socket.as_fd()),
+            counters.slot(job.slot),
+        ),
         // The receive thread parsed these bytes already.
         Err(_) => Verdict::drop(),
     };
