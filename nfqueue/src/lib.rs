@@ -35,6 +35,15 @@
 //! queue's packets, and a receive thread whose channel is full waits only for
 //! its own packets, whose verdicts wake it.
 //!
+//! # Why handlers are synchronous
+//! A handler returns its packet's verdict at once, on a thread of the pool:
+//! coalescing sends the verdicts of a run of packets together, which a
+//! handler that awaits I/O would hold up, and a blocked handler holds up its
+//! worker's share of the packets. For verdicts that wait on I/O (a policy
+//! service, a prompt), use [`AsyncQueue`](nfqueue_core::AsyncQueue) (feature
+//! `tokio`) on each queue instead, with `--queue-balance` to spread queues over
+//! cores: a task per packet then waits without holding up the others.
+//!
 //! # What a packet gets when things go wrong
 //! Nothing lets a packet through that the handler or the builder did not
 //! choose: a handler that panics gives its packet the
