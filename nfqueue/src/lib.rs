@@ -40,7 +40,7 @@
 //! coalescing sends the verdicts of a run of packets together, which a
 //! handler that awaits I/O would hold up, and a blocked handler holds up its
 //! worker's share of the packets. For verdicts that wait on I/O (a policy
-//! service, a prompt), use [`AsyncQueue`](nfqueue_core::AsyncQueue) (feature
+//! service, a prompt), use [`AsyncQueue`] (feature
 //! `tokio`) on each queue instead, with `--queue-balance` to spread queues over
 //! cores: a task per packet then waits without holding up the others.
 //!
