@@ -3,12 +3,12 @@
 use crate::affinity;
 use crate::dispatcher::Dispatcher;
 use crate::failure::FirstFailure;
-use crate::receiver::{Fanout, Handling, ReceiveLoop};
+use crate::receiver::{channel_room, Fanout, Handling, ReceiveLoop};
 use crate::stats::{QueueCounters, SlotCounters};
 use crate::stats_handle::StatsHandle;
 use crate::wake::Waker;
 use crate::worker::{print_panic, Handler, Judge, PanicHandler, PanicReport, ReturnPath, Worker};
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::bounded;
 use nfqueue_core::net::FlowKey;
 use nfqueue_core::{
     Error, PacketView, Queue, QueueConfig, Result, StopHandle, Verdict, VerdictKind,
@@ -21,9 +21,9 @@ use std::thread::{self, JoinHandle};
 /// queue (1024 packets) of MTU-sized packets with their metadata.
 pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
 
-/// Default capacity of each channel from a receive thread to the workers, in
-/// packets.
-pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
+/// Default of [`DispatcherBuilder::max_in_flight`]: the packets of one queue
+/// that its workers may hold at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Builds a [`Dispatcher`], in the manner of rayon's `ThreadPoolBuilder`.
 ///
@@ -48,7 +48,7 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
 pub struct DispatcherBuilder {
     queues: Vec<u16>,
     workers: Option<usize>,
-    channel_capacity: usize,
+    max_in_flight: usize,
     thread_prefix: String,
     pin_cpus: bool,
     on_panic: VerdictKind,
@@ -74,7 +74,7 @@ impl std::fmt::Debug for DispatcherBuilder {
         f.debug_struct("DispatcherBuilder")
             .field("queues", &self.queues)
             .field("workers", &self.workers)
-            .field("channel_capacity", &self.channel_capacity)
+            .field("max_in_flight", &self.max_in_flight)
             .field("thread_prefix", &self.thread_prefix)
             .field("pin_cpus", &self.pin_cpus)
             .field("on_panic", &self.on_panic)
@@ -91,7 +91,7 @@ impl Default for DispatcherBuilder {
         DispatcherBuilder {
             queues: Vec::new(),
             workers: None,
-            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             thread_prefix: "nfq".to_string(),
             pin_cpus: false,
             on_panic: VerdictKind::Drop,
@@ -138,14 +138,16 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Capacity of each channel from a receive thread to the workers, in
-    /// packets (default [`DEFAULT_CHANNEL_CAPACITY`]). Each queue has a channel
-    /// of its own (with flow affinity, one to each worker), so that a flood on
-    /// one queue cannot fill the room another queue needs. When its channel is
-    /// full a receive thread stops reading, the kernel's queue fills, and then
-    /// its `max_len` and fail-open setting decide.
-    pub fn channel_capacity(mut self, capacity: usize) -> Self {
-        self.channel_capacity = capacity.max(1);
+    /// Most packets of one queue that its workers may hold at once, handed
+    /// out and not yet answered (default [`DEFAULT_MAX_IN_FLIGHT`]; a burst
+    /// read whole may go over by up to 80). When they hold that many, the
+    /// queue's receive thread stops reading until verdicts come back, the
+    /// kernel's queue fills meanwhile, and then its `max_len` and fail-open
+    /// setting decide. Each queue has channels of its own to the workers (with
+    /// flow affinity, one to each worker), so a flood on one queue does not
+    /// take the room of another.
+    pub fn max_in_flight(mut self, packets: usize) -> Self {
+        self.max_in_flight = packets.max(1);
         self
     }
 
@@ -298,10 +300,14 @@ impl DispatcherBuilder {
         // One channel per queue (and worker, with flow affinity): a receive
         // thread whose channel is full waits only for its own jobs, and the
         // worker that takes one of them wakes it with the verdict.
+        // Room for every batch a queue can have out (each holds a packet at
+        // least), so that sending one never blocks: backpressure is the
+        // receive thread's in-flight count, not a full channel.
+        let room = channel_room(self.max_in_flight);
         let mut worker_inputs = vec![Vec::with_capacity(queues.len()); workers];
         let mut fanout = || match self.flow_affinity {
             None => {
-                let (tx, rx) = bounded(self.channel_capacity);
+                let (tx, rx) = bounded(room);
                 for inputs in &mut worker_inputs {
                     inputs.push(rx.clone());
                 }
@@ -311,7 +317,7 @@ impl DispatcherBuilder {
                 let senders = worker_inputs
                     .iter_mut()
                     .map(|inputs| {
-                        let (tx, rx) = bounded(self.channel_capacity);
+                        let (tx, rx) = bounded(room);
                         inputs.push(rx);
                         tx
                     })
@@ -323,7 +329,7 @@ impl DispatcherBuilder {
         let mut loops = Vec::with_capacity(queues.len());
         let mut returns = Vec::with_capacity(queues.len());
         for (slot, queue) in queues.into_iter().enumerate() {
-            let (done_tx, done_rx) = unbounded();
+            let (done_tx, done_rx) = bounded(room);
             let waker = Arc::new(Waker::new().map_err(|source| Error::Sys {
                 op: "eventfd",
                 source,
@@ -344,6 +350,7 @@ impl DispatcherBuilder {
                 done: done_rx,
                 waker,
                 stop: stop.clone(),
+                max_in_flight: self.max_in_flight,
                 counters: SlotCounters::new(&counters, slot),
                 failures: Arc::clone(&failures),
             });

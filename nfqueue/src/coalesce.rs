@@ -39,6 +39,8 @@ pub(crate) struct Flushed {
 pub(crate) struct Coalescer {
     queue: u16,
     window: VecDeque<(u32, Slot)>,
+    /// Packets dispatched and still without a verdict.
+    waiting: usize,
 }
 
 impl Coalescer {
@@ -46,6 +48,7 @@ impl Coalescer {
         Coalescer {
             queue,
             window: VecDeque::new(),
+            waiting: 0,
         }
     }
 
@@ -53,6 +56,12 @@ impl Coalescer {
     /// order (modulo 2^32).
     pub(crate) fn dispatched(&mut self, id: u32) {
         self.window.push_back((id, Slot::Waiting));
+        self.waiting += 1;
+    }
+
+    /// Packets dispatched that have no verdict yet: those a worker still has.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting
     }
 
     /// Packets dispatched and not yet sent a verdict.
@@ -87,6 +96,7 @@ impl Coalescer {
         match &mut self.window[at].1 {
             slot @ Slot::Waiting => {
                 *slot = Slot::Done(verdict);
+                self.waiting -= 1;
                 true
             }
             _ => false,

@@ -72,6 +72,7 @@
 #![warn(missing_docs)]
 
 mod affinity;
+mod batch;
 mod builder;
 mod coalesce;
 mod dispatcher;
@@ -83,7 +84,7 @@ mod stats_handle;
 mod wake;
 mod worker;
 
-pub use builder::{DispatcherBuilder, DEFAULT_CHANNEL_CAPACITY, DEFAULT_RECV_BUFFER};
+pub use builder::{DispatcherBuilder, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RECV_BUFFER};
 pub use dispatcher::Dispatcher;
 pub use nfqueue_core::*;
 pub use stats::{DispatchStats, KernelStats};

@@ -3,25 +3,28 @@
 //! on its own socket (the kernel accepts a verdict only from the socket that
 //! bound the queue), coalesced.
 //!
+//! Packets go to the workers a burst at a time: each worker's share of a burst
+//! read with `recvmmsg` is one [`Batch`], which comes back with the verdicts.
+//!
 //! What keeps a thread from stalling: it sleeps only in `poll`, on its socket
-//! (unless it holds a parked job or is stopping), the stop handle (unless it is
-//! stopping), its waker, and with a timeout while verdicts wait to be sent
-//! again. A parked job waits for room in one of this thread's own channels, so
-//! the worker that makes the room also sends this thread a verdict, which wakes
-//! it.
+//! (unless its workers hold as many packets as it may hand out, or it is
+//! stopping), the stop handle (unless it is stopping), its waker, and with a
+//! timeout while verdicts wait to be sent again. When it stops reading for
+//! want of room, its workers hold its packets, and each batch they send back
+//! wakes it.
 
+use crate::batch::Batch;
 use crate::coalesce::Coalescer;
 use crate::failure::FirstFailure;
 use crate::stats::{Counters, SlotCounters};
 use crate::wake::Waker;
-use crate::worker::{Done, Handler, Job, Judge};
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crate::worker::{Handler, Judge};
+use crossbeam_channel::{Receiver, Sender};
 use nfqueue_core::net::{self, FlowKey};
 use nfqueue_core::{
     Error, PacketView, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle,
-    VerdictKind,
+    VerdictKind, BURST_LEN,
 };
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -30,6 +33,13 @@ use std::time::{Duration, Instant};
 /// Packets read per round before the verdicts that came back are written (a
 /// burst of up to `BURST_LEN` datagrams already read is handled whole).
 const READ_BUDGET: usize = 64;
+/// How many batches a channel of a queue must hold so that sending never
+/// blocks: a queue has at most `max_in_flight` packets out, plus one burst read
+/// whole, and a batch holds one at least.
+pub(crate) const fn channel_room(max_in_flight: usize) -> usize {
+    max_in_flight + READ_BUDGET + BURST_LEN
+}
+
 /// Most packets given the default verdict at shutdown when the kernel's count
 /// of waiting packets cannot be read.
 const SHUTDOWN_DRAIN_MAX: usize = 65_536;
@@ -46,18 +56,27 @@ const SEND_GIVE_UP: Duration = Duration::from_millis(500);
 /// queue's channel to each worker, chosen by the packet's flow.
 #[derive(Debug)]
 pub(crate) enum Fanout {
-    Shared(Sender<Job>),
-    ByFlow(Vec<Sender<Job>>, FlowKey),
+    Shared(Sender<Batch>),
+    ByFlow(Vec<Sender<Batch>>, FlowKey),
 }
 
 impl Fanout {
-    fn pick(&self, view: &PacketView<'_>) -> &Sender<Job> {
+    /// The channels, by index.
+    fn senders(&self) -> &[Sender<Batch>] {
         match self {
-            Fanout::Shared(sender) => sender,
+            Fanout::Shared(sender) => std::slice::from_ref(sender),
+            Fanout::ByFlow(senders, _) => senders,
+        }
+    }
+
+    /// The index of the channel `view` goes to.
+    fn pick(&self, view: &PacketView<'_>) -> usize {
+        match self {
+            Fanout::Shared(_) => 0,
             Fanout::ByFlow(senders, key) => {
                 // Non-IP or unparsable packets all go to the first worker.
                 let hash = net::parse(view.payload()).map_or(0, |ip| ip.flow().hash_by(*key));
-                &senders[(hash % senders.len() as u64) as usize]
+                (hash % senders.len() as u64) as usize
             }
         }
     }
@@ -78,7 +97,9 @@ pub(crate) struct ReceiveLoop<H> {
     pub(crate) slot: usize,
     pub(crate) queue: Queue,
     pub(crate) handling: Handling<H>,
-    pub(crate) done: Receiver<Done>,
+    pub(crate) done: Receiver<Batch>,
+    /// Most packets handed to the workers and not yet answered.
+    pub(crate) max_in_flight: usize,
     pub(crate) waker: Arc<Waker>,
     pub(crate) stop: StopHandle,
     /// This queue's counters.
@@ -103,7 +124,7 @@ impl<H: Handler> ReceiveLoop<H> {
             coalescer: Coalescer::new(queue_num),
             batch: VerdictBatch::new(),
             pool: Vec::new(),
-            pending: VecDeque::new(),
+            filling: Vec::new(),
             stopping: false,
             failure: None,
             failing_since: None,
@@ -122,10 +143,10 @@ struct ReceiveThread<H> {
     coalescer: Coalescer,
     /// Verdicts to send this round, and those whose send failed.
     batch: VerdictBatch,
-    /// Buffers that came back with verdicts, for the next jobs.
-    pool: Vec<Vec<u8>>,
-    /// Jobs that found their channel full ("parked"), in order.
-    pending: VecDeque<(Job, Sender<Job>)>,
+    /// Batches that came back with verdicts, for the next bursts.
+    pool: Vec<Batch>,
+    /// The batches of the burst being read, one per channel.
+    filling: Vec<Batch>,
     /// No more reading: once every packet read has its verdict, the thread ends.
     stopping: bool,
     failure: Option<Error>,
@@ -140,7 +161,6 @@ impl<H: Handler> ReceiveThread<H> {
         loop {
             // Verdicts first: they free room in the kernel's queue.
             let mut progress = self.take_verdicts();
-            progress |= self.hand_out_parked();
             // A busy thread sees the stop here; an idle one in poll.
             if !self.stopping && self.setup.stop.is_stopped() {
                 self.stopping = true;
@@ -148,15 +168,17 @@ impl<H: Handler> ReceiveThread<H> {
                     self.drain_with_default();
                 }
             }
-            if !self.stopping && self.pending.is_empty() {
+            if !self.stopping {
                 progress |= self.read();
             }
             let idle = !progress;
             self.send(idle);
             self.add_socket_counters();
 
-            let settled = self.pending.is_empty() && self.coalescer.is_empty();
-            if self.stopping && settled && (self.batch.is_empty() || self.given_up()) {
+            if self.stopping
+                && self.coalescer.is_empty()
+                && (self.batch.is_empty() || self.given_up())
+            {
                 break;
             }
             if idle {
@@ -172,50 +194,42 @@ impl<H: Handler> ReceiveThread<H> {
     /// Records the verdicts the workers sent back. True if there were any.
     fn take_verdicts(&mut self) -> bool {
         let mut any = false;
-        while let Ok(done) = self.setup.done.try_recv() {
-            self.setup
-                .counters
-                .verdict(done.verdict.kind(), done.verdict.payload().is_some());
-            self.coalescer.complete(done.id, done.verdict);
-            self.pool.push(done.bytes);
+        while let Ok(mut back) = self.setup.done.try_recv() {
+            for (id, verdict) in back.verdicts.drain(..) {
+                self.setup
+                    .counters
+                    .verdict(verdict.kind(), verdict.payload().is_some());
+                self.coalescer.complete(id, verdict);
+            }
+            back.clear();
+            self.pool.push(back);
             any = true;
         }
         any
     }
 
-    /// Hands parked jobs to the workers, in order, while there is room. True
-    /// if any went.
-    fn hand_out_parked(&mut self) -> bool {
-        let mut any = false;
-        while let Some((job, sender)) = self.pending.pop_front() {
-            match sender.try_send(job) {
-                Ok(()) => {
-                    Counters::add(&self.setup.counters.dispatched, 1);
-                    any = true;
-                }
-                Err(TrySendError::Full(job)) => {
-                    self.pending.push_front((job, sender));
-                    break;
-                }
-                Err(TrySendError::Disconnected(job)) => {
-                    no_workers_left(&mut self.coalescer, &job);
-                    any = true;
-                }
-            }
-        }
-        any
+    /// Whether the workers hold as many of this queue's packets as they may:
+    /// then reading waits (backpressure), and the kernel's queue fills
+    /// meanwhile.
+    fn workers_full(&self) -> bool {
+        matches!(self.setup.handling, Handling::Workers(_))
+            && self.coalescer.waiting() >= self.setup.max_in_flight
     }
 
     /// Reads what is waiting, up to the budget, many datagrams per system
-    /// call, and hands each packet on (or judges it, inline). A packet that
-    /// finds its channel full is parked, and reading stops until a worker has
-    /// made room. True if anything was read, or reading failed.
+    /// call, and hands the packets on, each worker's share of the burst in one
+    /// batch (or judges them, inline). True if anything was read, or reading
+    /// failed.
     fn read(&mut self) -> bool {
+        if self.workers_full() {
+            Counters::add(&self.setup.counters.backpressure_waits, 1);
+            return false;
+        }
         let ReceiveThread {
             setup,
             coalescer,
             pool,
-            pending,
+            filling,
             ..
         } = self;
         let ReceiveLoop {
@@ -235,33 +249,33 @@ impl<H: Handler> ReceiveThread<H> {
                     coalescer.complete(view.id(), verdict);
                 }
                 Handling::Workers(fanout) => {
-                    let mut bytes = pool.pop().unwrap_or_default();
-                    bytes.clear();
-                    bytes.extend_from_slice(view.attribute_bytes());
-                    let job = Job {
-                        slot: *slot,
-                        queue: view.queue(),
-                        id: view.id(),
-                        bytes,
-                    };
-                    let sender = fanout.pick(&view);
-                    if !pending.is_empty() {
-                        // Behind a parked job, to keep each flow's order.
-                        pending.push_back((job, sender.clone()));
-                        return;
+                    let to = fanout.pick(&view);
+                    while filling.len() <= to {
+                        let fresh = pool.pop().unwrap_or_default();
+                        filling.push(fresh);
                     }
-                    match sender.try_send(job) {
-                        Ok(()) => Counters::add(&counters.dispatched, 1),
-                        Err(TrySendError::Full(job)) => {
-                            // Backpressure: the kernel's queue fills meanwhile.
-                            Counters::add(&counters.backpressure_waits, 1);
-                            pending.push_back((job, sender.clone()));
-                        }
-                        Err(TrySendError::Disconnected(job)) => no_workers_left(coalescer, &job),
-                    }
+                    let batch = &mut filling[to];
+                    batch.slot = *slot;
+                    batch.queue = view.queue();
+                    batch.push(view.id(), view.attribute_bytes());
                 }
             }
         });
+        if let Handling::Workers(fanout) = &self.setup.handling {
+            for (batch, sender) in self.filling.iter_mut().zip(fanout.senders()) {
+                if batch.is_empty() {
+                    continue;
+                }
+                let full = std::mem::replace(batch, self.pool.pop().unwrap_or_default());
+                Counters::add(&self.setup.counters.dispatched, full.len() as u64);
+                // The channel has room for every batch this queue can have
+                // out, so this does not block; and workers never wait for
+                // this thread, so it could not deadlock if it did.
+                if let Err(lost) = sender.send(full) {
+                    no_workers_left(&mut self.coalescer, lost.0);
+                }
+            }
+        }
         match read {
             Ok(0) => false,
             Ok(n) => {
@@ -380,7 +394,7 @@ impl<H: Handler> ReceiveThread<H> {
         waker.prepare_to_sleep();
         if self.setup.done.is_empty() {
             Counters::add(&self.setup.counters.polls, 1);
-            let watch_socket = !self.stopping && self.pending.is_empty();
+            let watch_socket = !self.stopping && !self.workers_full();
             let fds = [
                 waker.fd(),
                 if self.stopping {
@@ -405,10 +419,12 @@ impl<H: Handler> ReceiveThread<H> {
     }
 }
 
-/// Every worker is gone, which only a bug could cause: the packet is dropped
+/// Every worker is gone, which only a bug could cause: the packets are dropped
 /// rather than stranded.
-fn no_workers_left(coalescer: &mut Coalescer, job: &Job) {
-    coalescer.complete(job.id, Verdict::drop());
+fn no_workers_left(coalescer: &mut Coalescer, batch: Batch) {
+    for (id, _) in batch.packets() {
+        coalescer.complete(id, Verdict::drop());
+    }
 }
 
 /// Polls `fds` for input (negative ones are ignored) until one is ready or

@@ -1,6 +1,7 @@
 //! Worker threads: run the handler on each packet and send its verdict back to
 //! the receive thread of the packet's queue.
 
+use crate::batch::Batch;
 use crate::stats::{Counters, QueueCounters};
 use crate::wake::Waker;
 use crossbeam_channel::{Receiver, Select, Sender};
@@ -68,29 +69,10 @@ impl PanicReport {
 /// Called with a report for every handler panic.
 pub type PanicHandler = Arc<dyn Fn(&PanicReport) + Send + Sync>;
 
-/// A packet handed to a worker: its message's attribute bytes, and where the
-/// verdict goes.
-#[derive(Debug)]
-pub(crate) struct Job {
-    /// Index of the receive thread (queue) it came from.
-    pub(crate) slot: usize,
-    pub(crate) queue: u16,
-    pub(crate) id: u32,
-    pub(crate) bytes: Vec<u8>,
-}
-
-/// A verdict on its way back, with the buffer for reuse.
-#[derive(Debug)]
-pub(crate) struct Done {
-    pub(crate) id: u32,
-    pub(crate) verdict: Verdict<'static>,
-    pub(crate) bytes: Vec<u8>,
-}
-
 /// The way back to one receive thread.
 #[derive(Debug, Clone)]
 pub(crate) struct ReturnPath {
-    pub(crate) done: Sender<Done>,
+    pub(crate) done: Sender<Batch>,
     pub(crate) waker: Arc<Waker>,
     /// The queue's socket, for the interface names of its packets.
     pub(crate) socket: VerdictHandle,
@@ -145,7 +127,7 @@ pub(crate) struct Worker<H> {
     /// wake that receive thread with the verdict, and a busy queue cannot crowd
     /// the others out (a worker picks at random among the channels that hold
     /// jobs).
-    pub(crate) jobs: Vec<Receiver<Job>>,
+    pub(crate) jobs: Vec<Receiver<Batch>>,
     pub(crate) returns: Arc<[ReturnPath]>,
     pub(crate) counters: Arc<QueueCounters>,
     pub(crate) judge: Judge<H>,
@@ -161,8 +143,8 @@ impl<H: Handler> Worker<H> {
             mut judge,
         } = self;
         if let [only] = &jobs[..] {
-            for job in only.iter() {
-                handle(&mut judge, &returns, &counters, job);
+            for batch in only.iter() {
+                handle(&mut judge, &returns, &counters, batch);
             }
             return;
         }
@@ -175,7 +157,7 @@ impl<H: Handler> Worker<H> {
             let ready = select.select();
             let index = ready.index();
             match ready.recv(&jobs[index]) {
-                Ok(job) => handle(&mut judge, &returns, &counters, job),
+                Ok(batch) => handle(&mut judge, &returns, &counters, batch),
                 Err(_) => {
                     // That receive thread is done.
                     select.remove(index);
@@ -186,28 +168,28 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-/// Runs the handler on one job and sends the verdict back to its receive thread.
+/// Runs the handler on every packet of `batch` and sends the batch back to its
+/// receive thread with their verdicts: one message and at most one wake-up.
 fn handle<H: Handler>(
     judge: &mut Judge<H>,
     returns: &[ReturnPath],
     counters: &QueueCounters,
-    job: Job,
+    mut batch: Batch,
 ) {
-    let back = &returns[job.slot];
-    let verdict = match PacketView::parse(job.queue, &job.bytes) {
-        Ok(view) => judge.verdict(
-            &view.with_interface_names(back.socket.as_fd()),
-            counters.slot(job.slot),
-        ),
-        // The receive thread parsed these bytes already.
-        Err(_) => Verdict::drop(),
-    };
+    let back = &returns[batch.slot];
+    let counters = counters.slot(batch.slot);
+    let mut verdicts = std::mem::take(&mut batch.verdicts);
+    for (id, attrs) in batch.packets() {
+        let verdict = match PacketView::parse(batch.queue, attrs) {
+            Ok(view) => judge.verdict(&view.with_interface_names(back.socket.as_fd()), counters),
+            // The receive thread parsed these bytes already.
+            Err(_) => Verdict::drop(),
+        };
+        verdicts.push((id, verdict));
+    }
+    batch.verdicts = verdicts;
     // The receive thread lives until it has every verdict it is owed.
-    let _ = back.done.send(Done {
-        id: job.id,
-        verdict,
-        bytes: job.bytes,
-    });
+    let _ = back.done.send(batch);
     back.waker.wake_if_sleeping();
 }
 

@@ -1,6 +1,6 @@
 //! The dispatcher never stalls a queue and `join` always returns, against the
-//! real kernel: a flood on one queue beside a trickle on another with tiny
-//! channels, parked jobs with many queues and channels of one, and a queue
+//! real kernel: a flood on one queue beside a trickle on another with room
+//! for 8 packets in flight, many queues with room for one each, and a queue
 //! whose socket dies.
 
 mod common;
@@ -144,7 +144,7 @@ fn assert_within_bound(what: &str, latencies: &[Option<Duration>]) {
     assert!(max <= TRICKLE_BOUND, "{what}: one took {max:?}");
 }
 
-/// Two queues, tiny channels, a slow handler: a flood on queue 1 and a packet
+/// Two queues with room for 8 packets in flight each, a slow handler: a flood on queue 1 and a packet
 /// every 5 ms on queue 0. Every queue-0 packet arrives within the bound, while
 /// the flood lasts and after it; then the dispatcher stops under the flood
 /// within 2 s, and no queue is left.
@@ -159,7 +159,7 @@ fn flood_beside_trickle(workers: usize, flow: Option<FlowKey>) {
     let mut builder = Dispatcher::builder()
         .queues(0..=1)
         .workers(workers)
-        .channel_capacity(8);
+        .max_in_flight(8);
     if let Some(key) = flow {
         builder = builder.flow_affinity(key);
     }
@@ -176,7 +176,7 @@ fn flood_beside_trickle(workers: usize, flow: Option<FlowKey>) {
     let during = dispatcher.stats();
     assert!(
         during.backpressure_waits > 0,
-        "the flood filled its channel: {during:?}"
+        "the flood filled its room in flight: {during:?}"
     );
     let flooded = flood.stop();
     thread::sleep(Duration::from_millis(200));
@@ -214,9 +214,9 @@ fn a_flooded_queue_does_not_stall_another_with_flow_affinity() {
     flood_beside_trickle(2, Some(FlowKey::Addresses));
 }
 
-/// Three queues, two workers and channels of one packet: jobs park all the
-/// time, and every one of them still goes out.
-fn channels_of_one(flow: Option<FlowKey>) {
+/// Three queues, two workers and room for one packet in flight per queue:
+/// reading waits all the time, and every packet still goes out.
+fn one_in_flight(flow: Option<FlowKey>) {
     let ns = Netns::new();
     ns.enter();
     let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
@@ -225,7 +225,7 @@ fn channels_of_one(flow: Option<FlowKey>) {
     let mut builder = Dispatcher::builder()
         .queues(0..=2)
         .workers(2)
-        .channel_capacity(1);
+        .max_in_flight(1);
     if let Some(key) = flow {
         builder = builder.flow_affinity(key);
     }
@@ -250,19 +250,19 @@ fn channels_of_one(flow: Option<FlowKey>) {
         }
         assert_eq!(seqs, (0..per_flow).collect::<Vec<_>>(), "flow {from}");
     }
-    assert!(stats.backpressure_waits > 0, "jobs were parked: {stats:?}");
+    assert!(stats.backpressure_waits > 0, "reading waited: {stats:?}");
     assert_eq!((stats.packets, stats.accepted), (total, total));
     assert_no_queue_left(&[0, 1, 2]);
 }
 
 #[test]
-fn parked_jobs_go_out_with_channels_of_one() {
-    channels_of_one(None);
+fn every_packet_goes_out_with_one_in_flight() {
+    one_in_flight(None);
 }
 
 #[test]
-fn parked_jobs_go_out_with_channels_of_one_and_flow_affinity() {
-    channels_of_one(Some(FlowKey::FiveTuple));
+fn every_packet_goes_out_with_one_in_flight_and_flow_affinity() {
+    one_in_flight(Some(FlowKey::FiveTuple));
 }
 
 /// The descriptor, in this process, of the socket that bound `queue`: found by

@@ -1,0 +1,87 @@
+//! The unit handed between a receive thread and a worker: the packets of one
+//! burst that go to one worker, and on the way back their verdicts. One
+//! channel message each way per burst and worker, not per packet; the receive
+//! thread reuses batches, so a steady flow allocates nothing.
+
+use nfqueue_core::Verdict;
+
+/// Where one packet of a batch lies in its bytes.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Packets of one queue, their attribute bytes one after another (one copy
+/// each, into a buffer the batch keeps), and the verdicts a worker gave them.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Index of the receive thread (queue) it came from.
+    pub(crate) slot: usize,
+    pub(crate) queue: u16,
+    entries: Vec<Entry>,
+    bytes: Vec<u8>,
+    /// The verdicts, in the order of the packets; filled by the worker.
+    pub(crate) verdicts: Vec<(u32, Verdict<'static>)>,
+}
+
+impl Batch {
+    /// Adds packet `id` with its attribute bytes.
+    pub(crate) fn push(&mut self, id: u32, attrs: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(attrs);
+        // A batch holds at most a burst of messages of at most 128 KiB.
+        self.entries.push(Entry {
+            id,
+            start: start as u32,
+            end: self.bytes.len() as u32,
+        });
+    }
+
+    /// Packets in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each packet's id and attribute bytes, in order.
+    pub(crate) fn packets(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        self.entries
+            .iter()
+            .map(|e| (e.id, &self.bytes[e.start as usize..e.end as usize]))
+    }
+
+    /// Empties the batch for reuse, keeping its storage.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+        self.verdicts.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_come_out_as_they_went_in_and_clear_keeps_the_storage() {
+        let mut batch = Batch::default();
+        batch.push(10, b"first");
+        batch.push(11, b"");
+        batch.push(12, b"third");
+        let packets: Vec<(u32, &[u8])> = batch.packets().collect();
+        assert_eq!(
+            packets,
+            [(10, &b"first"[..]), (11, &b""[..]), (12, &b"third"[..])]
+        );
+        assert_eq!(batch.len(), 3);
+        let capacity = batch.bytes.capacity();
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!(batch.bytes.capacity(), capacity);
+    }
+}
