@@ -76,15 +76,22 @@ impl<'a> Iterator for Attributes<'a> {
 pub(crate) const TABLE_SIZE: usize = 32;
 
 /// Marks a kind that the message does not have.
-const ABSENT: u32 = u32::MAX;
+const ABSENT: u16 = u16::MAX;
+/// Marks a kind whose value starts beyond 16-bit offsets (see [`AttrIndex`]).
+const FAR: u16 = u16::MAX - 1;
 
 /// Where each attribute of one message lies, by kind (the last one of a kind
 /// wins), built in one pass without allocating. It holds offsets, not
 /// references, so that it can be kept beside an owned copy of the bytes.
+///
+/// It is small, as it is copied with every packet view: 16-bit offsets and
+/// lengths (an attribute's length is 16 bits anyway). Only an attribute after
+/// a payload of nearly 64 KiB starts further out; it is marked, and found by a
+/// walk of the attributes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttrIndex {
-    /// Start and length of each kind's value; `ABSENT` as start when missing.
-    slots: [(u32, u32); TABLE_SIZE],
+    /// Start and length of each kind's value; `ABSENT` or `FAR` as start.
+    slots: [(u16, u16); TABLE_SIZE],
 }
 
 impl AttrIndex {
@@ -97,9 +104,11 @@ impl AttrIndex {
             let attr = attr?;
             if let Some(slot) = index.slots.get_mut(usize::from(attr.kind)) {
                 let start = attr.value.as_ptr() as usize - bytes.as_ptr() as usize;
-                // Netlink lengths are 16-bit and the bytes are one message, so
-                // both fit in a u32.
-                *slot = (start as u32, attr.value.len() as u32);
+                *slot = match u16::try_from(start) {
+                    // The length came from a 16-bit field.
+                    Ok(start) if start < FAR => (start, attr.value.len() as u16),
+                    _ => (FAR, 0),
+                };
             }
         }
         Ok(index)
@@ -107,12 +116,17 @@ impl AttrIndex {
 
     /// The value of attribute `kind` in `bytes` (the bytes this was built
     /// from), if present.
+    #[inline]
     pub(crate) fn get<'a>(&self, bytes: &'a [u8], kind: u32) -> Option<&'a [u8]> {
-        let &(start, len) = self.slots.get(kind as usize)?;
-        if start == ABSENT {
-            return None;
+        match *self.slots.get(kind as usize)? {
+            (ABSENT, _) => None,
+            (FAR, _) => Attributes::new(bytes)
+                .filter_map(Result::ok)
+                .filter(|a| u32::from(a.kind) == kind)
+                .last()
+                .map(|a| a.value),
+            (start, len) => bytes.get(usize::from(start)..usize::from(start) + usize::from(len)),
         }
-        bytes.get(start as usize..start as usize + len as usize)
     }
 }
 
@@ -190,5 +204,55 @@ mod tests {
         assert_eq!(index.get(&bytes, 3).and_then(be32), Some(0x01020304));
         assert_eq!(index.get(&bytes, 10).map(<[u8]>::len), Some(13));
         assert_eq!(index.get(&bytes, 200), None);
+    }
+
+    /// The index finds what the attribute walk finds, and fails where it
+    /// fails, on every prefix and every single-byte change of a message.
+    #[test]
+    fn the_index_agrees_with_the_walk() {
+        let mut message = attr(1, &[0, 0, 0, 9, 8, 0, 3]);
+        message.extend(attr(3, &[0, 0, 0, 7]));
+        message.extend(attr(0x8000 | 19, &attr(1, &[0x81, 0])));
+        message.extend(attr(10, &[0x45; 21]));
+        let check = |bytes: &[u8]| {
+            let walked: Result<Vec<Attribute<'_>>, _> = Attributes::new(bytes).collect();
+            match (AttrIndex::parse(bytes), walked) {
+                (Ok(index), Ok(attrs)) => {
+                    for kind in 0..TABLE_SIZE as u32 {
+                        let last = attrs.iter().rfind(|a| u32::from(a.kind) == kind);
+                        assert_eq!(index.get(bytes, kind), last.map(|a| a.value), "{bytes:?}");
+                    }
+                }
+                (Err(_), Err(_)) => {}
+                (index, walked) => panic!(
+                    "{bytes:?}: index {:?}, walk {:?}",
+                    index.is_ok(),
+                    walked.is_ok()
+                ),
+            }
+        };
+        for end in 0..=message.len() {
+            check(&message[..end]);
+        }
+        for at in 0..message.len() {
+            for value in [0, 1, 3, 4, 5, 0x7f, 0xff] {
+                let mut changed = message.clone();
+                changed[at] = value;
+                check(&changed);
+            }
+        }
+    }
+
+    /// An attribute after a payload of nearly 64 KiB starts beyond 16-bit
+    /// offsets: it is still found.
+    #[test]
+    fn attributes_beyond_64_kib_are_found() {
+        let mut bytes = attr(10, &vec![7; 65_531]);
+        bytes.extend(attr(3, &[1, 2, 3, 4]));
+        let index = AttrIndex::parse(&bytes).unwrap();
+        assert_eq!(index.get(&bytes, 10).map(<[u8]>::len), Some(65_531));
+        assert_eq!(index.slots[3].0, FAR);
+        assert_eq!(index.get(&bytes, 3).and_then(be32), Some(0x01020304));
+        assert_eq!(index.get(&bytes, 4), None);
     }
 }

@@ -22,8 +22,19 @@ pub(crate) struct Shared {
 impl Shared {
     /// Sends one datagram, counting the system calls, and trying again a few
     /// times while the kernel is short of memory.
+    #[inline]
     pub(crate) fn send(&self, parts: &[IoSlice<'_>]) -> Result<()> {
-        retry::with_retries(
+        Counters::bump(&self.counters.send_calls);
+        match self.socket.send(parts) {
+            Err(err) if retry::is_transient(&err) => self.send_again(parts),
+            result => result,
+        }
+    }
+
+    /// The retries of [`send`](Self::send), off its fast path.
+    #[cold]
+    fn send_again(&self, parts: &[IoSlice<'_>]) -> Result<()> {
+        retry::again(
             || {
                 Counters::bump(&self.counters.send_calls);
                 self.socket.send(parts)

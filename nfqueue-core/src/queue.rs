@@ -462,20 +462,20 @@ impl Queue {
             ..
         } = self;
         let counters = &handle.shared.counters;
+        let fd = handle.as_fd().as_raw_fd();
         buffer.burst(
             &handle.shared,
             stop,
             max,
-            |queue, attrs| match PacketView::parse(queue, attrs) {
+            |queue, attrs| match PacketView::parse_with_names(queue, attrs, Some(fd)) {
                 Ok(view) => {
-                    Counters::bump(&counters.packets);
-                    let view = view.with_interface_names(handle.as_fd());
+                    Counters::bump_receive(&counters.packets);
                     let unanswered = unanswered_for(bound, unanswered, queue);
                     handler(Packet::new(view, handle, unanswered));
                     true
                 }
                 Err(_) => {
-                    Counters::bump(&counters.malformed);
+                    Counters::bump_receive(&counters.malformed);
                     false
                 }
             },
@@ -504,15 +504,15 @@ impl Queue {
     /// The packet found by [`next_found`](Self::next_found).
     pub(crate) fn packet_at(&self, found: Found) -> Result<Packet<'_>> {
         let counters = &self.handle.shared.counters;
-        match PacketView::parse(found.queue, self.buffer.attrs(found)) {
+        let fd = Some(self.as_raw_fd());
+        match PacketView::parse_with_names(found.queue, self.buffer.attrs(found), fd) {
             Ok(view) => {
-                Counters::bump(&counters.packets);
-                let view = view.with_interface_names(self.handle.as_fd());
+                Counters::bump_receive(&counters.packets);
                 let unanswered = unanswered_for(&self.bound, &self.unanswered, found.queue);
                 Ok(Packet::new(view, &self.handle, unanswered))
             }
             Err(err) => {
-                Counters::bump(&counters.malformed);
+                Counters::bump_receive(&counters.malformed);
                 Err(err.into())
             }
         }

@@ -95,7 +95,7 @@ impl RecvBuffer {
                 Ok(parsed) => parsed,
                 Err(err) => {
                     self.cursor = self.filled;
-                    Counters::bump(&shared.counters.malformed);
+                    Counters::bump_receive(&shared.counters.malformed);
                     return Err(err.into());
                 }
             };
@@ -110,7 +110,7 @@ impl RecvBuffer {
                     }));
                 }
                 Message::Ack(ack) if ack.errno != 0 => {
-                    Counters::bump(&shared.counters.rejected_verdicts);
+                    Counters::bump_receive(&shared.counters.rejected_verdicts);
                     return Err(rejected(ack));
                 }
                 _ => continue,
@@ -133,10 +133,10 @@ impl RecvBuffer {
         let blocking = matches!(wait, Wait::Until(None));
         let socket = &shared.socket;
         loop {
-            Counters::bump(&shared.counters.recv_calls);
+            Counters::bump_receive(&shared.counters.recv_calls);
             match socket.recv(&mut self.buf, !blocking) {
                 Ok(Some(len)) if len > self.buf.len() => {
-                    Counters::bump(&shared.counters.malformed);
+                    Counters::bump_receive(&shared.counters.malformed);
                     return Err(MalformedError::DatagramTooLarge {
                         len,
                         capacity: self.buf.len(),
@@ -149,7 +149,7 @@ impl RecvBuffer {
                 }
                 Ok(None) => {}
                 Err(Error::ReceiveOverflow) => {
-                    Counters::bump(&shared.counters.receive_overflows);
+                    Counters::bump_receive(&shared.counters.receive_overflows);
                     return Err(Error::ReceiveOverflow);
                 }
                 Err(err) => return Err(err),
@@ -192,7 +192,7 @@ impl RecvBuffer {
         self.cursor = 0;
         self.filled = 0;
         loop {
-            Counters::bump(&shared.counters.recv_calls);
+            Counters::bump_receive(&shared.counters.recv_calls);
             let len = match shared.socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) => len.min(self.buf.len()),
                 Ok(None) => match wait_readable(shared.socket.fd(), stop, Some(deadline)) {
@@ -201,7 +201,7 @@ impl RecvBuffer {
                     Err(err) => return Err(err),
                 },
                 Err(Error::ReceiveOverflow) => {
-                    Counters::bump(&shared.counters.receive_overflows);
+                    Counters::bump_receive(&shared.counters.receive_overflows);
                     continue;
                 }
                 Err(err) => return Err(err),
@@ -275,7 +275,7 @@ impl RecvBuffer {
                 header.msg_hdr.msg_iov = iov;
                 header.msg_hdr.msg_iovlen = 1;
             }
-            Counters::bump(&counters.recv_calls);
+            Counters::bump_receive(&counters.recv_calls);
             // SAFETY: `headers` holds BURST_LEN headers, each pointing at one
             // iovec over one of our buffers; all outlive the call.
             let received = unsafe {
@@ -293,7 +293,7 @@ impl RecvBuffer {
                     Some(libc::EAGAIN) => break,
                     Some(libc::EINTR) => continue,
                     Some(libc::ENOBUFS) => {
-                        Counters::bump(&counters.receive_overflows);
+                        Counters::bump_receive(&counters.receive_overflows);
                         continue;
                     }
                     _ => {
@@ -307,20 +307,20 @@ impl RecvBuffer {
             let received = received as usize;
             for (header, slot) in headers.iter().zip(slots.iter()).take(received) {
                 if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    Counters::bump(&counters.malformed);
+                    Counters::bump_receive(&counters.malformed);
                     continue;
                 }
                 let mut datagram = &slot[..header.msg_len as usize];
                 while !datagram.is_empty() {
                     let Ok((message, rest)) = next_message(datagram) else {
-                        Counters::bump(&counters.malformed);
+                        Counters::bump_receive(&counters.malformed);
                         break;
                     };
                     datagram = rest;
                     match message {
                         Message::Packet { queue, attrs } if packet(queue, attrs) => handled += 1,
                         Message::Ack(ack) if ack.errno != 0 => {
-                            Counters::bump(&counters.rejected_verdicts)
+                            Counters::bump_receive(&counters.rejected_verdicts)
                         }
                         _ => {}
                     }

@@ -33,25 +33,24 @@ pub(crate) fn is_too_large(err: &Error) -> bool {
     matches!(err, Error::Sys { source, .. } if source.raw_os_error() == Some(libc::EMSGSIZE))
 }
 
-/// Runs `send` until it succeeds, fails for good, or has been tried
-/// `BACKOFF.len() + 1` times; `on_retry` is called before each retry.
-pub(crate) fn with_retries(
+/// After a first try of `send` failed for want of memory: tries again, after
+/// each pause of the backoff, until it succeeds or fails for good, or the
+/// pauses are used up (`BACKOFF.len() + 1` tries in all); `on_retry` is called
+/// before each retry.
+pub(crate) fn again(
     mut send: impl FnMut() -> Result<()>,
     mut on_retry: impl FnMut(),
 ) -> Result<()> {
-    let mut pauses = BACKOFF.iter();
-    loop {
-        match send() {
-            Err(err) if is_transient(&err) => match pauses.next() {
-                Some(pause) => {
-                    on_retry();
-                    std::thread::sleep(*pause);
-                }
-                None => return Err(err),
-            },
-            result => return result,
+    let mut result = Ok(());
+    for pause in BACKOFF {
+        on_retry();
+        std::thread::sleep(pause);
+        result = send();
+        if !matches!(&result, Err(err) if is_transient(err)) {
+            break;
         }
     }
+    result
 }
 
 #[cfg(test)]
@@ -66,10 +65,22 @@ mod tests {
         }
     }
 
+    /// Runs a send the way `Shared::send` does: once, then `again` when the
+    /// first try failed for want of memory.
+    fn send_with_retries(
+        mut send: impl FnMut() -> Result<()>,
+        on_retry: impl FnMut(),
+    ) -> Result<()> {
+        match send() {
+            Err(err) if is_transient(&err) => again(send, on_retry),
+            result => result,
+        }
+    }
+
     #[test]
     fn a_shortage_of_memory_is_retried_until_it_passes() {
         let (mut tries, mut retries) = (0, 0);
-        let result = with_retries(
+        let result = send_with_retries(
             || {
                 tries += 1;
                 if tries < 3 {
@@ -87,7 +98,7 @@ mod tests {
     #[test]
     fn retries_are_bounded() {
         let mut tries = 0;
-        let result = with_retries(
+        let result = send_with_retries(
             || {
                 tries += 1;
                 Err(sys(libc::ENOMEM))
@@ -102,7 +113,7 @@ mod tests {
     fn a_lasting_failure_is_not_retried() {
         for errno in [libc::EBADF, libc::ENOTSOCK, libc::EMSGSIZE, libc::EPERM] {
             let mut tries = 0;
-            let result = with_retries(
+            let result = send_with_retries(
                 || {
                     tries += 1;
                     Err(sys(errno))

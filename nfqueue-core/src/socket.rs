@@ -103,6 +103,11 @@ impl NetlinkSocket {
         // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
         let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        if let [only] = parts {
+            // One buffer (a verdict without payload, a request): sendto, which
+            // spares the kernel copying in a msghdr and an iovec array.
+            return self.send_one(only, &kernel);
+        }
         // SAFETY: msghdr is plain data; all-zero is a valid value.
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
         msg.msg_name = (&mut kernel as *mut libc::sockaddr_nl).cast();
@@ -120,6 +125,34 @@ impl NetlinkSocket {
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(Error::Sys {
                     op: "sendmsg",
+                    source: err,
+                });
+            }
+        }
+    }
+
+    /// Sends one buffer as one datagram to `to`, with `sendto`.
+    fn send_one(&self, buf: &[u8], to: &libc::sockaddr_nl) -> Result<()> {
+        loop {
+            // SAFETY: `buf` is valid for reads of its length and `to` is a
+            // sockaddr_nl of the size passed; both outlive the call.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (to as *const libc::sockaddr_nl).cast(),
+                    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if rc >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::Sys {
+                    op: "sendto",
                     source: err,
                 });
             }

@@ -138,6 +138,17 @@ impl<'a> PacketView<'a> {
     /// # Errors
     /// [`MalformedError`] when they are not a packet's attributes.
     pub fn parse(queue: u16, attrs: &'a [u8]) -> Result<Self, MalformedError> {
+        Self::parse_with_names(queue, attrs, None)
+    }
+
+    /// [`parse`](Self::parse), looking interface names up through `names` (a
+    /// socket the caller keeps open while the view lives).
+    #[inline]
+    pub(crate) fn parse_with_names(
+        queue: u16,
+        attrs: &'a [u8],
+        names: Option<RawFd>,
+    ) -> Result<Self, MalformedError> {
         let index = AttrIndex::parse(attrs)?;
         // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; __u8 hook; }
         let header = index
@@ -158,7 +169,7 @@ impl<'a> PacketView<'a> {
                 hw_protocol: be16(&header[4..]).unwrap_or_default(),
                 hook: Hook::from(header[6]),
                 index,
-                names: None,
+                names,
             },
         })
     }
