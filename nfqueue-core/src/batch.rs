@@ -66,6 +66,13 @@ impl VerdictBatch {
         Self::default()
     }
 
+    /// An empty batch with room for `messages` messages before it grows.
+    pub fn with_capacity(messages: usize) -> Self {
+        VerdictBatch {
+            entries: Vec::with_capacity(messages),
+        }
+    }
+
     /// Adds a verdict for packet `id` of queue `queue`.
     ///
     /// # Errors

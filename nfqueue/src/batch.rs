@@ -27,6 +27,17 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// An empty batch with room for `packets` packets of `bytes_each` bytes
+    /// of attributes, so that a full burst does not grow it.
+    pub(crate) fn with_room(packets: usize, bytes_each: usize) -> Self {
+        Batch {
+            entries: Vec::with_capacity(packets),
+            bytes: Vec::with_capacity(packets * bytes_each),
+            verdicts: Vec::with_capacity(packets),
+            ..Batch::default()
+        }
+    }
+
     /// Adds packet `id` with its attribute bytes.
     pub(crate) fn push(&mut self, id: u32, attrs: &[u8]) {
         let start = self.bytes.len();
@@ -42,10 +53,6 @@ impl Batch {
     /// Packets in the batch.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Each packet's id and attribute bytes, in order.
@@ -81,7 +88,7 @@ mod tests {
         assert_eq!(batch.len(), 3);
         let capacity = batch.bytes.capacity();
         batch.clear();
-        assert!(batch.is_empty());
+        assert_eq!(batch.len(), 0);
         assert_eq!(batch.bytes.capacity(), capacity);
     }
 }

@@ -3,7 +3,7 @@
 use crate::affinity;
 use crate::dispatcher::Dispatcher;
 use crate::failure::FirstFailure;
-use crate::receiver::{channel_room, Fanout, Handling, ReceiveLoop};
+use crate::receiver::{batches_per_queue, Fanout, Handling, ReceiveLoop};
 use crate::stats::{QueueCounters, SlotCounters};
 use crate::stats_handle::StatsHandle;
 use crate::wake::Waker;
@@ -300,10 +300,15 @@ impl DispatcherBuilder {
         // One channel per queue (and worker, with flow affinity): a receive
         // thread whose channel is full waits only for its own jobs, and the
         // worker that takes one of them wakes it with the verdict.
-        // Room for every batch a queue can have out (each holds a packet at
-        // least), so that sending one never blocks: backpressure is the
-        // receive thread's in-flight count, not a full channel.
-        let room = channel_room(self.max_in_flight);
+        // Room for all of a queue's batches, so that sending one never
+        // blocks: backpressure is the receive thread's own count of packets
+        // and batches out, not a full channel.
+        let batches = if workers == 0 {
+            0
+        } else {
+            batches_per_queue(workers)
+        };
+        let room = batches.max(1);
         let mut worker_inputs = vec![Vec::with_capacity(queues.len()); workers];
         let mut fanout = || match self.flow_affinity {
             None => {
@@ -351,6 +356,7 @@ impl DispatcherBuilder {
                 waker,
                 stop: stop.clone(),
                 max_in_flight: self.max_in_flight,
+                batches,
                 counters: SlotCounters::new(&counters, slot),
                 failures: Arc::clone(&failures),
             });

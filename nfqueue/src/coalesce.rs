@@ -44,10 +44,11 @@ pub(crate) struct Coalescer {
 }
 
 impl Coalescer {
-    pub(crate) fn new(queue: u16) -> Self {
+    /// A coalescer with room for `room` packets before its window grows.
+    pub(crate) fn new(queue: u16, room: usize) -> Self {
         Coalescer {
             queue,
-            window: VecDeque::new(),
+            window: VecDeque::with_capacity(room),
             waiting: 0,
         }
     }
@@ -175,7 +176,7 @@ mod tests {
     use super::*;
 
     fn coalescer(ids: impl IntoIterator<Item = u32>) -> Coalescer {
-        let mut c = Coalescer::new(3);
+        let mut c = Coalescer::new(3, 0);
         for id in ids {
             c.dispatched(id);
         }

@@ -14,7 +14,7 @@
 //! wakes it.
 
 use crate::batch::Batch;
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalescer, MAX_HELD};
 use crate::failure::FirstFailure;
 use crate::stats::{Counters, SlotCounters};
 use crate::wake::Waker;
@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 /// Packets read per round before the verdicts that came back are written (a
 /// burst of up to `BURST_LEN` datagrams already read is handled whole).
 const READ_BUDGET: usize = 64;
-/// How many batches a channel of a queue must hold so that sending never
-/// blocks: a queue has at most `max_in_flight` packets out, plus one burst read
-/// whole, and a batch holds one at least.
-pub(crate) const fn channel_room(max_in_flight: usize) -> usize {
-    max_in_flight + READ_BUDGET + BURST_LEN
+/// The batches a queue hands out in turn, made when its thread starts:
+/// enough for every worker to have one in hand and one waiting. A fixed set
+/// bounds the memory and keeps allocation off the packet path; when all are
+/// out, reading waits for one to come back, as for `max_in_flight`.
+pub(crate) const fn batches_per_queue(workers: usize) -> usize {
+    2 * workers + 2
 }
 
 /// Most packets given the default verdict at shutdown when the kernel's count
@@ -100,6 +101,8 @@ pub(crate) struct ReceiveLoop<H> {
     pub(crate) done: Receiver<Batch>,
     /// Most packets handed to the workers and not yet answered.
     pub(crate) max_in_flight: usize,
+    /// The batches this queue hands out (none when handling inline).
+    pub(crate) batches: usize,
     pub(crate) waker: Arc<Waker>,
     pub(crate) stop: StopHandle,
     /// This queue's counters.
@@ -117,13 +120,17 @@ impl<H: Handler> ReceiveLoop<H> {
             .first()
             .expect("the builder binds one queue per socket");
         let core_seen = handle.stats();
+        let pool = (0..self.batches).map(|_| new_batch()).collect();
+        let window = self.max_in_flight + MAX_HELD;
         let mut thread = ReceiveThread {
             setup: self,
             handle,
             queue_num,
-            coalescer: Coalescer::new(queue_num),
-            batch: VerdictBatch::new(),
-            pool: Vec::new(),
+            // Room for what is usually out and held, so that the window and
+            // the batch reach their size at once rather than over the traffic.
+            coalescer: Coalescer::new(queue_num, window),
+            batch: VerdictBatch::with_capacity(MAX_HELD + READ_BUDGET + BURST_LEN),
+            pool,
             filling: Vec::new(),
             stopping: false,
             failure: None,
@@ -143,10 +150,10 @@ struct ReceiveThread<H> {
     coalescer: Coalescer,
     /// Verdicts to send this round, and those whose send failed.
     batch: VerdictBatch,
-    /// Batches that came back with verdicts, for the next bursts.
+    /// The batches not out with the workers.
     pool: Vec<Batch>,
-    /// The batches of the burst being read, one per channel.
-    filling: Vec<Batch>,
+    /// The batches of the burst being read, one per channel that gets some.
+    filling: Vec<Option<Batch>>,
     /// No more reading: once every packet read has its verdict, the thread ends.
     stopping: bool,
     failure: Option<Error>,
@@ -208,12 +215,17 @@ impl<H: Handler> ReceiveThread<H> {
         any
     }
 
-    /// Whether the workers hold as many of this queue's packets as they may:
-    /// then reading waits (backpressure), and the kernel's queue fills
-    /// meanwhile.
+    /// Whether the workers hold as many of this queue's packets as they may,
+    /// or so many of its batches that a burst could not be spread: then
+    /// reading waits (backpressure), and the kernel's queue fills meanwhile.
     fn workers_full(&self) -> bool {
-        matches!(self.setup.handling, Handling::Workers(_))
-            && self.coalescer.waiting() >= self.setup.max_in_flight
+        match &self.setup.handling {
+            Handling::Inline(_) => false,
+            Handling::Workers(fanout) => {
+                self.coalescer.waiting() >= self.setup.max_in_flight
+                    || self.pool.len() < fanout.senders().len()
+            }
+        }
     }
 
     /// Reads what is waiting, up to the budget, many datagrams per system
@@ -250,11 +262,13 @@ impl<H: Handler> ReceiveThread<H> {
                 }
                 Handling::Workers(fanout) => {
                     let to = fanout.pick(&view);
-                    while filling.len() <= to {
-                        let fresh = pool.pop().unwrap_or_default();
-                        filling.push(fresh);
+                    if filling.len() <= to {
+                        filling.resize_with(to + 1, || None);
                     }
-                    let batch = &mut filling[to];
+                    // A burst starts with a batch in the pool for each
+                    // channel (see workers_full), so this takes one of those.
+                    let batch =
+                        filling[to].get_or_insert_with(|| pool.pop().unwrap_or_else(new_batch));
                     batch.slot = *slot;
                     batch.queue = view.queue();
                     batch.push(view.id(), view.attribute_bytes());
@@ -263,14 +277,11 @@ impl<H: Handler> ReceiveThread<H> {
         });
         if let Handling::Workers(fanout) = &self.setup.handling {
             for (batch, sender) in self.filling.iter_mut().zip(fanout.senders()) {
-                if batch.is_empty() {
-                    continue;
-                }
-                let full = std::mem::replace(batch, self.pool.pop().unwrap_or_default());
+                let Some(full) = batch.take() else { continue };
                 Counters::add(&self.setup.counters.dispatched, full.len() as u64);
-                // The channel has room for every batch this queue can have
-                // out, so this does not block; and workers never wait for
-                // this thread, so it could not deadlock if it did.
+                // The channel has room for all of this queue's batches, so
+                // this does not block; and workers never wait for this
+                // thread, so it could not deadlock if it did.
                 if let Err(lost) = sender.send(full) {
                     no_workers_left(&mut self.coalescer, lost.0);
                 }
@@ -419,8 +430,14 @@ impl<H: Handler> ReceiveThread<H> {
     }
 }
 
+/// A batch with room for a burst of small packets (a full burst of large ones
+/// grows it once; it is reused after).
+fn new_batch() -> Batch {
+    Batch::with_room(READ_BUDGET + BURST_LEN, 512)
+}
+
 /// Every worker is gone, which only a bug could cause: the packets are dropped
-/// rather than stranded.
+/// rather than stranded (and the batch is not seen again).
 fn no_workers_left(coalescer: &mut Coalescer, batch: Batch) {
     for (id, _) in batch.packets() {
         coalescer.complete(id, Verdict::drop());

@@ -1,0 +1,166 @@
+//! The dispatcher's hot path allocates nothing per packet in steady state: a
+//! counting global allocator watches every thread of the process while
+//! packets go through two queues, their receive threads and a worker pool
+//! (and, in a second dispatcher, handlers on the receive threads), after a
+//! warm-up.
+
+mod common;
+
+use common::{balance_udp, delivered, wait_for_verdicts};
+use nfqueue::net::FlowKey;
+use nfqueue::{Dispatcher, PacketView, Verdict};
+use nfqueue_testkit::{traffic, Netns};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counts every allocation while switched on, whichever thread makes it.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; counting
+// touches only two atomics (no allocation).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn count() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Packets per pass: each pass stays well under the kernel's queue length.
+const PACKETS: u64 = 600;
+/// Most passes of warm-up: buffers grow to their high-water marks.
+const WARM_UP: u64 = 20;
+/// Passes counted once warm.
+const COUNTED: u64 = 3;
+
+/// Sends `PACKETS` datagrams from eight source addresses (so that
+/// `--queue-balance` uses both queues) and waits until the dispatcher has
+/// answered them all. (What arrives is read from the rule counter at the
+/// end: reading it runs iptables, which allocates.)
+fn pass(senders: &[UdpSocket], dest: SocketAddr, dispatcher: &Dispatcher, total: &mut u64) {
+    let datagram = [0x5a_u8; 48];
+    for n in 0..PACKETS as usize {
+        senders[n % senders.len()].send_to(&datagram, dest).unwrap();
+        // Small steps, so that no socket buffer on the way overflows.
+        if n % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    *total += PACKETS;
+    wait_for_verdicts(dispatcher, *total);
+}
+
+/// Allocations in a pass after two passes of warm-up.
+fn steady_state_allocations(workers: usize) -> u64 {
+    let ns = Netns::new();
+    ns.enter();
+    let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let dest = receiver.local_addr().unwrap();
+    balance_udp(dest, 0, 1);
+    let senders: Vec<UdpSocket> = (0..8u8)
+        .map(|n| traffic::udp_sender(std::net::Ipv4Addr::new(127, 0, 0, 2 + n).into()))
+        .collect();
+    let dispatcher = Dispatcher::builder()
+        .queues(0..=1)
+        .workers(workers)
+        .flow_affinity(FlowKey::Addresses)
+        .build(|packet: &PacketView<'_>| {
+            // A handler that reads the packet, as real ones do.
+            if packet.payload().is_empty() {
+                Verdict::drop()
+            } else {
+                Verdict::accept()
+            }
+        })
+        .unwrap();
+    let mut total = 0;
+    let counted = |total: &mut u64| {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        pass(&senders, dest, &dispatcher, total);
+        COUNTING.store(false, Ordering::Relaxed);
+        ALLOCATIONS.load(Ordering::Relaxed) - before
+    };
+    // Warm: once a pass allocates nothing, the buffers have grown to fit the
+    // traffic. An allocation per packet would never get there.
+    let mut warm_up = 0;
+    while counted(&mut total) > 0 {
+        warm_up += 1;
+        assert!(warm_up < WARM_UP, "still allocating after {warm_up} passes");
+    }
+    let allocations: u64 = (0..COUNTED).map(|_| counted(&mut total)).sum();
+    let passes = total / PACKETS;
+
+    let stats = dispatcher.stop_and_join().unwrap();
+    assert_eq!(stats.accepted, passes * PACKETS);
+    assert_eq!(
+        delivered(),
+        passes * PACKETS,
+        "every packet passed the queue"
+    );
+    drop(receiver);
+    assert!(
+        stats.batch_messages > 0,
+        "verdicts were coalesced: {stats:?}"
+    );
+    allocations
+}
+
+/// One test, so that no other test thread allocates while counting is on.
+#[test]
+fn the_hot_path_allocates_nothing_per_packet() {
+    COUNTING.store(true, Ordering::Relaxed);
+    drop(std::hint::black_box(Box::new(1u64)));
+    COUNTING.store(false, Ordering::Relaxed);
+    assert_eq!(
+        ALLOCATIONS.swap(0, Ordering::Relaxed),
+        1,
+        "the counter counts"
+    );
+
+    let pool = steady_state_allocations(2);
+    assert_eq!(
+        pool,
+        0,
+        "with 2 workers: {pool} allocations for {} packets",
+        COUNTED * PACKETS
+    );
+    let inline = steady_state_allocations(0);
+    assert_eq!(
+        inline,
+        0,
+        "on the receive threads: {inline} allocations for {} packets",
+        COUNTED * PACKETS
+    );
+}
