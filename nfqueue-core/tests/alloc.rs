@@ -3,65 +3,11 @@
 //! verdict at a time and in batches, after a warm-up.
 
 use nfqueue_core::{Queue, QueueConfig, VerdictBatch, VerdictKind};
-use nfqueue_testkit::{cmd, traffic, Netns};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use nfqueue_testkit::{alloc, cmd, traffic, Netns};
 use std::time::Duration;
 
-/// Counts allocations made by threads that switched counting on.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; counting
-// touches only an atomic and a const-initialised thread-local (no allocation).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn count() {
-    if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Allocations made by this thread while `f` runs.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
-}
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 const QUEUE: u16 = 7;
 /// Packets per measured pass: fewer than the kernel's default queue length.
@@ -71,7 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 #[test]
 fn receive_and_verdict_allocate_nothing_per_packet() {
     assert_eq!(
-        allocations_in(|| drop(std::hint::black_box(Box::new(1u64)))),
+        alloc::on_this_thread(|| drop(std::hint::black_box(Box::new(1u64)))),
         1,
         "the counter sees this thread's allocations"
     );
@@ -112,7 +58,7 @@ fn receive_and_verdict_allocate_nothing_per_packet() {
     }
 
     send(PACKETS);
-    let one_by_one = allocations_in(|| {
+    let one_by_one = alloc::on_this_thread(|| {
         for _ in 0..PACKETS {
             match queue.recv_timeout(TIMEOUT) {
                 Ok(Some(packet)) => failures += u32::from(packet.accept().is_err()),
@@ -151,7 +97,7 @@ fn receive_and_verdict_allocate_nothing_per_packet() {
     send(PACKETS);
     batched(&mut queue, &mut failures); // warm-up of the batch's storage
     send(PACKETS);
-    let in_batches = allocations_in(|| batched(&mut queue, &mut failures));
+    let in_batches = alloc::on_this_thread(|| batched(&mut queue, &mut failures));
     assert_eq!(failures, 0, "every packet came and every batch was sent");
     assert_eq!(
         in_batches, 0,

@@ -9,53 +9,12 @@ mod common;
 use common::{balance_udp, delivered, wait_for_verdicts};
 use nfqueue::net::FlowKey;
 use nfqueue::{Dispatcher, PacketView, Verdict};
-use nfqueue_testkit::{traffic, Netns};
-use std::alloc::{GlobalAlloc, Layout, System};
+use nfqueue_testkit::{alloc, traffic, Netns};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Counts every allocation while switched on, whichever thread makes it.
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; counting
-// touches only two atomics (no allocation).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn count() {
-    if COUNTING.load(Ordering::Relaxed) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Packets per pass: each pass stays well under the kernel's queue length.
 const PACKETS: u64 = 600;
@@ -105,13 +64,8 @@ fn steady_state_allocations(workers: usize) -> u64 {
         })
         .unwrap();
     let mut total = 0;
-    let counted = |total: &mut u64| {
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        COUNTING.store(true, Ordering::Relaxed);
-        pass(&senders, dest, &dispatcher, total);
-        COUNTING.store(false, Ordering::Relaxed);
-        ALLOCATIONS.load(Ordering::Relaxed) - before
-    };
+    let counted =
+        |total: &mut u64| alloc::on_every_thread(|| pass(&senders, dest, &dispatcher, total));
     // Warm: once a pass allocates nothing, the buffers have grown to fit the
     // traffic. An allocation per packet would never get there.
     let mut warm_up = 0;
@@ -140,14 +94,8 @@ fn steady_state_allocations(workers: usize) -> u64 {
 /// One test, so that no other test thread allocates while counting is on.
 #[test]
 fn the_hot_path_allocates_nothing_per_packet() {
-    COUNTING.store(true, Ordering::Relaxed);
-    drop(std::hint::black_box(Box::new(1u64)));
-    COUNTING.store(false, Ordering::Relaxed);
-    assert_eq!(
-        ALLOCATIONS.swap(0, Ordering::Relaxed),
-        1,
-        "the counter counts"
-    );
+    let boxed = alloc::on_every_thread(|| drop(std::hint::black_box(Box::new(1u64))));
+    assert_eq!(boxed, 1, "the counter counts");
 
     let pool = steady_state_allocations(2);
     assert_eq!(

@@ -5,10 +5,12 @@
 
 mod common;
 
-use common::{assert_no_queue_left, balance_udp, send_flows, Collector};
+use common::{
+    assert_no_queue_left, balance_udp, passed, queue_udp_counted_as, send_flows, Collector,
+};
 use nfqueue::net::FlowKey;
 use nfqueue::{Dispatcher, Error, PacketView, Verdict};
-use nfqueue_testkit::{counters, iptables, traffic, Netns};
+use nfqueue_testkit::{counters, traffic, Netns};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::net::SocketAddr;
@@ -26,36 +28,9 @@ use std::time::{Duration, Instant};
 const TRICKLE_BOUND: Duration = Duration::from_millis(250);
 
 /// Queues UDP to `dest` from OUTPUT to queue `queue`, and counts what passes
-/// the queue in mangle POSTROUTING under `comment`.
+/// the queue under `comment`.
 fn queue_port(dest: SocketAddr, queue: u16, comment: &str) {
-    let port = dest.port().to_string();
-    let num = queue.to_string();
-    iptables([
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &num,
-    ]);
-    iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "POSTROUTING",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-m",
-        "comment",
-        "--comment",
-        comment,
-    ]);
+    queue_udp_counted_as(dest, &["--queue-num", &queue.to_string()], comment);
 }
 
 /// A thread that sends small datagrams to `dest` as fast as the socket takes
@@ -196,10 +171,7 @@ fn flood_beside_trickle(workers: usize, flow: Option<FlowKey>) {
         stats.packets,
         "every packet read got its verdict: {stats:?}"
     );
-    assert_eq!(
-        counters::rule_packets("iptables", "mangle", "POSTROUTING", "calm"),
-        140
-    );
+    assert_eq!(passed("calm"), 140);
 }
 
 #[test]
@@ -354,7 +326,7 @@ fn a_queue_whose_socket_dies_stops_the_dispatcher_and_join_returns_its_error() {
     counters::assert_queue_unbound(0);
     let handled_healthy = handled[0].load(Ordering::Relaxed);
     assert!(handled_healthy > 0);
-    let passed = counters::rule_packets("iptables", "mangle", "POSTROUTING", "healthy");
+    let passed = passed("healthy");
     assert!(
         passed >= handled_healthy,
         "{passed} passed, {handled_healthy} handled"

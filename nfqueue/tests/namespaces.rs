@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_no_queue_left, udp_data};
+use common::{assert_no_queue_left, queue_udp_counted, udp_data};
 use nfqueue::{Dispatcher, PacketView, Verdict};
 use nfqueue_testkit::{counters, enter_new_netns, iptables, traffic, Router};
 use std::net::SocketAddr;
@@ -90,19 +90,7 @@ fn counters_are_kept_per_queue() {
     let _ns = enter_new_netns();
     let (one, two) = (traffic::udp_pair_v4(), traffic::udp_pair_v4());
     for (udp, queue) in [(&one, "1"), (&two, "2")] {
-        let port = udp.dest().port().to_string();
-        iptables([
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "--dport",
-            &port,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            queue,
-        ]);
+        queue_udp_counted(udp.dest(), &["--queue-num", queue]);
     }
     let dispatcher = Dispatcher::builder()
         .queues([2, 1])

@@ -39,6 +39,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod caps;
 pub mod cmd;
 pub mod counters;

@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 /// (e.g. `["--queue-num", "3"]`), and counts what leaves after the queue in
 /// mangle POSTROUTING (comment `delivered`, read by [`delivered`]).
 pub fn queue_udp_counted(dest: SocketAddr, target: &[&str]) {
+    queue_udp_counted_as(dest, target, "delivered");
+}
+
+/// [`queue_udp_counted`], with the counting rule under `comment` (read it
+/// with [`passed`]): for tests that count several ports apart.
+pub fn queue_udp_counted_as(dest: SocketAddr, target: &[&str], comment: &str) {
     let port = dest.port().to_string();
     let mut rule = vec![
         "-A", "OUTPUT", "-p", "udp", "--dport", &port, "-j", "NFQUEUE",
@@ -31,13 +37,18 @@ pub fn queue_udp_counted(dest: SocketAddr, target: &[&str]) {
         "-m",
         "comment",
         "--comment",
-        "delivered",
+        comment,
     ]);
 }
 
 /// Packets that passed the queue and left, by the kernel's count.
 pub fn delivered() -> u64 {
-    counters::rule_packets("iptables", "mangle", "POSTROUTING", "delivered")
+    passed("delivered")
+}
+
+/// Packets counted by the rule of [`queue_udp_counted_as`] under `comment`.
+pub fn passed(comment: &str) -> u64 {
+    counters::rule_packets("iptables", "mangle", "POSTROUTING", comment)
 }
 
 /// The UDP payload of a queued packet (empty when it has none).
