@@ -65,8 +65,10 @@ pub const USAGE: &str =
                                    the consumer on both CPUs, the sender at nice 19
                                  latency  UDP request/response pairs at 10%, 50% and
                                    90% of each consumer's capacity (its udp-64 median
-                                   in this run, else a 1 s saturation run); round-trip
-                                   p50/p99 added to the same traffic without the queue
+                                   in this run, else a 1 s saturation run), or of the
+                                   client's own ceiling through the queue where that
+                                   is lower; round-trip p50/p99 added to the same
+                                   traffic without the queue
                                Consumers: c-classic c-batch core async nfq dispatch-0
                                dispatch-1 dispatch-2 dispatch-2q py-reference
                                py-nfqueue (--consumer keeps each scenario's first,
@@ -341,7 +343,7 @@ pub const SCENARIOS: &[Scenario] = &[
         consumers: &["core", "dispatch-0", "dispatch-2"],
         consumer_cpus: "1",
         busy_us: 0,
-        description: "UDP request/response pairs (64 B) at a fixed rate, 10%, 50% and 90% of each consumer's capacity; round-trip time added to the same traffic without the queue rule",
+        description: "UDP request/response pairs (64 B) at a fixed rate, 10%, 50% and 90% of each consumer's capacity (or of the client's ceiling where lower); round-trip time added to the same traffic without the queue rule",
     },
 ];
 
@@ -490,7 +492,7 @@ pub fn run(args: &[String]) -> Result<u8> {
         .args(opts.to_args());
     let limit = budget(&opts, Pace::Limit);
     eprintln!(
-        "bench: expect about {:.0} min (at most {:.0} min)",
+        "bench: expect about {:.1} min (at most {:.1} min)",
         budget(&opts, Pace::Typical).as_secs_f64() / 60.0,
         limit.as_secs_f64() / 60.0
     );
@@ -530,14 +532,17 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
         secs += match scenario.traffic {
             Traffic::Latency => {
                 let run = latency::run_secs(opts.secs) + overhead;
-                // A saturation run each where udp-64 gave no capacity, then per
-                // round each consumer once, each load with and without the queue.
+                // A saturation run each where udp-64 gave no capacity, the
+                // client's ceiling through each, then per round each consumer
+                // once, each load with and without the queue.
                 let saturation = if opts.wants("udp-64") {
                     0.0
                 } else {
                     consumers * (latency::SATURATION_SECS + overhead)
                 };
+                let ceiling = consumers * (latency::run_secs(latency::SATURATION_SECS) + overhead);
                 saturation
+                    + ceiling
                     + opts.rounds as f64
                         * consumers
                         * (overhead + LATENCY_LOADS.len() as f64 * 2.0 * run)

@@ -3,6 +3,13 @@
 //! consumer's capacity, once with the requests' port queued to the consumer and
 //! once without the rule, back to back, so that the difference is what the
 //! queue adds to the round trip.
+//!
+//! One CPU sends, echoes and receives every request, and the queue's own work
+//! on the sending side lands there too: through the queue, the client reaches
+//! fewer requests per second than a batching consumer can take. Its ceiling is
+//! measured first, flat out through the queue to each consumer; where it is
+//! below the consumer's capacity, the loads are shares of the ceiling instead,
+//! so that no point measures the client's own backlog, and the report says so.
 
 use crate::bench::{self, Consumer, Options, Programs, LATENCY_LOADS};
 use crate::bench_measure::{self as measure, Measured, Running, SENDER_CPU};
@@ -20,8 +27,11 @@ const PORT: &str = "7";
 const WARMUP_SECS: f64 = 0.2;
 const DRAIN_SECS: f64 = 0.5;
 /// The saturation run that finds a consumer's capacity when udp-64 did not
-/// run in the same invocation.
+/// run in the same invocation, and the client's run as fast as it can through
+/// the queue.
 pub const SATURATION_SECS: f64 = 1.0;
+/// A rate beyond any client: it sends what is due as fast as it can.
+const FLAT_OUT: f64 = 10_000_000.0;
 /// The consumer's CPU (the client runs on the sender's).
 const CONSUMER_CPU: &str = "1";
 
@@ -86,7 +96,12 @@ pub struct LatencyPoint {
     /// The consumer's capacity (accepted pps) and where it came from.
     pub capacity: f64,
     pub capacity_from: CapacityFrom,
-    /// The rate asked for: `load_pct` of the capacity.
+    /// Requests per second the client reached flat out through the queue to
+    /// this consumer: above about half of it, the client's own queueing shows
+    /// in the round trips.
+    pub client_ceiling: f64,
+    /// The rate asked for: `load_pct` of the capacity, or of the client's
+    /// ceiling where that is lower.
     pub target_rate: f64,
     pub queued: Rtt,
     pub direct: Rtt,
@@ -103,6 +118,17 @@ impl LatencyPoint {
         Some(self.queued.p99_ns? - self.direct.p99_ns?)
     }
 
+    /// The loads are shares of the client's ceiling, not of the consumer's
+    /// capacity.
+    pub fn client_limited(&self) -> bool {
+        self.client_ceiling < self.capacity
+    }
+
+    /// The share of the consumer's capacity offered, in percent.
+    pub fn consumer_load_pct(&self) -> f64 {
+        100.0 * self.target_rate / self.capacity.max(1.0)
+    }
+
     /// The client reached at least 95% of the rate asked for, with and without
     /// the queue.
     pub fn rate_reached(&self) -> bool {
@@ -110,8 +136,8 @@ impl LatencyPoint {
     }
 }
 
-/// Runs the scenario: capacities first, then round by round each consumer at
-/// each load, with and without the queue.
+/// Runs the scenario: capacities and client ceilings first, then round by
+/// round each consumer at each load, with and without the queue.
 pub fn run(
     programs: &Programs,
     consumers: &[Consumer],
@@ -131,18 +157,27 @@ pub fn run(
                 (sample.accepted_pps(), CapacityFrom::Saturation)
             }
         };
-        capacities.push(capacity);
+        let running = Running::start(programs, consumer, CONSUMER_CPU, false)?;
+        let ceiling = with_rule(|| client(programs, FLAT_OUT, SATURATION_SECS))?.rate;
+        running.stop(consumer.name)?;
+        eprintln!(
+            "bench: latency: {} capacity {:.0} pps, the client's ceiling through it {ceiling:.0} req/s",
+            consumer.name, capacity.0
+        );
+        capacities.push((capacity.0, capacity.1, ceiling));
     }
     let mut points = Vec::new();
     for round in 1..=opts.rounds {
-        for (consumer, &(capacity, capacity_from)) in consumers.iter().zip(&capacities) {
+        for (consumer, &(capacity, capacity_from, client_ceiling)) in
+            consumers.iter().zip(&capacities)
+        {
             eprintln!(
                 "bench: latency round {round}/{}: {} (capacity {capacity:.0} pps)",
                 opts.rounds, consumer.name
             );
             let running = Running::start(programs, consumer, CONSUMER_CPU, false)?;
             for &load_pct in LATENCY_LOADS {
-                let target_rate = (capacity * f64::from(load_pct) / 100.0).max(100.0);
+                let target_rate = target_rate(capacity, client_ceiling, load_pct);
                 let queued = with_rule(|| client(programs, target_rate, opts.secs))?;
                 let direct = client(programs, target_rate, opts.secs)?;
                 let point = LatencyPoint {
@@ -151,6 +186,7 @@ pub fn run(
                     load_pct,
                     capacity,
                     capacity_from,
+                    client_ceiling,
                     target_rate,
                     queued,
                     direct,
@@ -167,8 +203,13 @@ pub fn run(
 impl LatencyPoint {
     fn summary(&self) -> String {
         let us = |v: Option<f64>| v.map_or("-".into(), |ns| format!("{:.0}", ns / 1000.0));
+        let of = if self.client_limited() {
+            "of the client's ceiling"
+        } else {
+            "of capacity"
+        };
         format!(
-            "{}% load, {:.0} req/s asked: queued {:.0} req/s p50 {} us p99 {} us lost {}; \
+            "{}% {of}, {:.0} req/s asked: queued {:.0} req/s p50 {} us p99 {} us lost {}; \
              without the queue {:.0} req/s p50 {} us p99 {} us lost {}",
             self.load_pct,
             self.target_rate,
@@ -182,6 +223,12 @@ impl LatencyPoint {
             self.direct.lost()
         )
     }
+}
+
+/// Requests per second for `load_pct`: a share of the consumer's capacity, or
+/// of the client's ceiling where that is lower (at least 100).
+fn target_rate(capacity: f64, client_ceiling: f64, load_pct: u32) -> f64 {
+    (capacity.min(client_ceiling) * f64::from(load_pct) / 100.0).max(100.0)
 }
 
 /// The consumer's median accepted pps in this run's udp-64 scenario.
@@ -240,7 +287,7 @@ fn client(programs: &Programs, rate: f64, secs: f64) -> Result<Rtt> {
 /// One line per consumer, round and load.
 pub fn csv(points: &[LatencyPoint]) -> String {
     let mut out = String::from(
-        "consumer,round,load_pct,capacity_pps,capacity_from,target_rate,\
+        "consumer,round,load_pct,capacity_pps,capacity_from,client_ceiling,target_rate,\
          queued_rate,queued_sent,queued_received,queued_p50_ns,queued_p99_ns,queued_max_ns,\
          direct_rate,direct_sent,direct_received,direct_p50_ns,direct_p99_ns,direct_max_ns\n",
     );
@@ -248,8 +295,14 @@ pub fn csv(points: &[LatencyPoint]) -> String {
     for p in points {
         let _ = write!(
             out,
-            "{},{},{},{:.0},{:?},{:.0}",
-            p.consumer, p.round, p.load_pct, p.capacity, p.capacity_from, p.target_rate
+            "{},{},{},{:.0},{:?},{:.0},{:.0}",
+            p.consumer,
+            p.round,
+            p.load_pct,
+            p.capacity,
+            p.capacity_from,
+            p.client_ceiling,
+            p.target_rate
         );
         for rtt in [&p.queued, &p.direct] {
             let _ = write!(
@@ -288,6 +341,13 @@ mod tests {
     }
 
     #[test]
+    fn loads_are_shares_of_the_capacity_or_of_a_lower_client_ceiling() {
+        assert_eq!(target_rate(100_000.0, 300_000.0, 50), 50_000.0);
+        assert_eq!(target_rate(500_000.0, 120_000.0, 90), 108_000.0);
+        assert_eq!(target_rate(0.0, 120_000.0, 10), 100.0);
+    }
+
+    #[test]
     fn added_latency_is_with_the_queue_minus_without() {
         let rtt = |p50, p99, rate| Rtt {
             sent: 10,
@@ -303,6 +363,7 @@ mod tests {
             load_pct: 50,
             capacity: 1000.0,
             capacity_from: CapacityFrom::Udp64,
+            client_ceiling: 2000.0,
             target_rate: 500.0,
             queued: rtt(50_000.0, 90_000.0, 499.0),
             direct: rtt(20_000.0, 30_000.0, 400.0),
@@ -311,5 +372,7 @@ mod tests {
         assert_eq!(point.added_p99(), Some(60_000.0));
         // 400 of 500 asked for without the queue: below 95%.
         assert!(!point.rate_reached());
+        assert!(!point.client_limited());
+        assert_eq!(point.consumer_load_pct(), 50.0);
     }
 }

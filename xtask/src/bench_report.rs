@@ -229,7 +229,9 @@ fn recv_threads(measured: &[Measured]) -> String {
         "## Receive thread CPU per packet\n\n\
          user+system time of the dispatcher's receive threads (`nfq-recv-*`, from \
          /proc/PID/task/TID/stat, 10 ms ticks) over the measured window, divided by \
-         the packets accepted in it; median [min-max] over the rounds.\n\n\
+         the packets accepted in it; median [min-max] over the rounds. With the \
+         handler on the receive thread (dispatch-0, dispatch-2q) that includes the \
+         handler's work.\n\n\
          | scenario | consumer | ns per packet | receive threads' CPU (s per s) |\n|---|---|---:|---:|\n",
     );
     let mut any = false;
@@ -329,9 +331,13 @@ fn latency(points: &[LatencyPoint]) -> String {
          the queue rule and then without it at the same rate, in the same round; added = \
          with minus without, per round, median [min-max] in us. Rates are a share of \
          the consumer's capacity (its udp-64 median in this run, or a 1 s saturation \
-         run); the achieved rates are medians.\n\n\
-         | consumer | load | capacity pps | asked req/s | achieved, queued | achieved, no queue | p50 queued | p99 queued | p50 no queue | p99 no queue | added p50 | added p99 | lost (queued / no queue) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         run); the achieved rates are medians. The client's ceiling is the rate it \
+         reached flat out through the queue to that consumer (one CPU sends, echoes \
+         and receives, and takes the queue's work on the sending side): where it is \
+         below the consumer's capacity, the loads are shares of the ceiling (marked \
+         *), and the consumer's share of its capacity is lower, as the column says.\n\n\
+         | consumer | load | capacity pps | client ceiling req/s | asked req/s | share of the consumer's capacity | achieved, queued | achieved, no queue | p50 queued | p99 queued | p50 no queue | p99 no queue | added p50 | added p99 | lost (queued / no queue) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut consumers: Vec<&str> = Vec::new();
     for p in points {
@@ -360,15 +366,18 @@ fn latency(points: &[LatencyPoint]) -> String {
             };
             let lost: u64 = these.iter().map(|p| p.queued.lost()).sum();
             let lost_direct: u64 = these.iter().map(|p| p.direct.lost()).sum();
+            let limited = if first.client_limited() { "*" } else { "" };
             let from = match first.capacity_from {
                 CapacityFrom::Udp64 => "",
                 CapacityFrom::Saturation => " (saturation run)",
             };
             let _ = writeln!(
                 md,
-                "| {consumer} | {load}% | {:.0}{from} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {lost} / {lost_direct} |",
+                "| {consumer} | {load}%{limited} | {:.0}{from} | {:.0} | {:.0} | {:.0}% | {} | {} | {} | {} | {} | {} | {} | {} | {lost} / {lost_direct} |",
                 first.capacity,
+                first.client_ceiling,
                 first.target_rate,
+                first.consumer_load_pct(),
                 rate(&|p| p.queued.rate),
                 rate(&|p| p.direct.rate),
                 us_median(of(&|p| p.queued.p50_ns)),

@@ -86,6 +86,7 @@ impl Goal {
 struct Checks {
     lines: String,
     missed: Vec<String>,
+    unmeasured: Vec<String>,
     measured: usize,
 }
 
@@ -94,7 +95,7 @@ impl Checks {
     /// `goal`, with notes on what may make the number unfit to decide.
     fn check(&mut self, what: &str, value: Option<Spread>, goal: Goal, notes: &[String]) {
         let Some(v) = value else {
-            let _ = writeln!(self.lines, "- {what}: not measured in this run");
+            self.unmeasured.push(what.to_string());
             return;
         };
         self.measured += 1;
@@ -272,6 +273,13 @@ pub fn section(measured: &[Measured], points: &[LatencyPoint]) -> String {
         }
     );
     out += &c.lines;
+    if !c.unmeasured.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNot measured in this run: {}.",
+            c.unmeasured.join("; ")
+        );
+    }
     out
 }
 
@@ -310,14 +318,22 @@ fn latency_ratio(
         ));
     }
     for (consumer, these) in [(a, &ours), (b, &base)] {
+        let Some(first) = these.first() else { continue };
         let short = these.iter().filter(|p| !p.rate_reached()).count();
         if short > 0 {
             let mut reached: Vec<f64> = these.iter().map(|p| p.queued.rate).collect();
             notes.push(format!(
                 "the client reached {:.0} of {:.0} req/s for {consumer} ({short}/{} rounds short)",
                 median(&mut reached),
-                these[0].target_rate,
+                first.target_rate,
                 these.len()
+            ));
+        } else if first.client_limited() {
+            notes.push(format!(
+                "for {consumer}, {load_pct}% of the client's ceiling ({:.0} req/s, {:.0}% of \
+                 its capacity): the client could not offer more",
+                first.target_rate,
+                first.consumer_load_pct()
             ));
         }
     }
@@ -385,7 +401,10 @@ mod tests {
             line.contains("dispatch-0 sender-limited in 1/3 rounds"),
             "{line}"
         );
-        assert!(text.contains("not measured in this run"), "{text}");
+        assert!(
+            text.contains("Not measured in this run: udp-64 dispatch-0 / c-classic"),
+            "{text}"
+        );
         assert!(
             text.contains("missed: udp-64 dispatch-1 / dispatch-0"),
             "{text}"
@@ -407,6 +426,7 @@ mod tests {
             load_pct: 50,
             capacity: 2000.0,
             capacity_from: CapacityFrom::Udp64,
+            client_ceiling: 5000.0,
             target_rate: 1000.0,
             queued: rtt(20_000.0 + added_p99_us * 1000.0, rate),
             direct: rtt(20_000.0, 1000.0),
