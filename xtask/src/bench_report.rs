@@ -214,10 +214,16 @@ pub fn markdown(opts: &Options, measured: &[Measured], points: &[LatencyPoint]) 
     md
 }
 
-/// `median [min-max]` with `digits` decimals.
+/// `median [min-max]` with `digits` decimals (`[min to max]` when a bound
+/// is negative, so that no minus sign reads as the dash).
 pub fn spread_text(spread: &Spread, digits: usize) -> String {
+    let dash = if spread.min < 0.0 || spread.max < 0.0 {
+        " to "
+    } else {
+        "-"
+    };
     format!(
-        "{:.digits$} [{:.digits$}-{:.digits$}]",
+        "{:.digits$} [{:.digits$}{dash}{:.digits$}]",
         spread.median, spread.min, spread.max
     )
 }

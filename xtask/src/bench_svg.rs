@@ -45,7 +45,7 @@ pub fn chart(measured: &[Measured], points: &[LatencyPoint]) -> String {
     let curves: Vec<&Measured> = measured.iter().filter(|m| m.scenario.busy_us > 0).collect();
     let (bar, gap) = (64.0, 16.0);
     let most = bars.iter().map(|m| m.consumers.len()).max().unwrap_or(0) as f64;
-    let width = (LEFT + most * (bar + gap) + 40.0).max(760.0);
+    let width = (LEFT + most * (bar + gap) + 40.0).max(820.0);
     let panels = bars.len() + usize::from(!curves.is_empty()) + usize::from(!points.is_empty());
     let height = 40.0 + panels as f64 * (PANEL_H + PANEL_GAP);
     let mut svg = format!(
@@ -105,18 +105,19 @@ fn kilo(v: f64) -> String {
 fn bar_panel(svg: &mut String, these: &[Row], y0: f64, width: f64, (bar, gap): (f64, f64)) {
     let Some(first) = these.first() else { return };
     let base = y0 + PANEL_H;
-    let scale_max = these.iter().map(|r| r.max).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let (step, scale_max) = linear_axis(these.iter().map(|r| r.max).fold(0.0, f64::max) * 1.08);
     let unit = first.unit();
     title(svg, &format!("{} ({unit})", first.scenario), y0);
-    let ticks: Vec<(String, f64)> = (0..=4)
-        .map(|tick| {
-            let v = scale_max * f64::from(tick) / 4.0;
+    let ticks: Vec<(String, f64)> = (0..)
+        .map(|tick| f64::from(tick) * step)
+        .take_while(|v| *v <= scale_max * 1.0001)
+        .map(|v| {
             let label = if unit == "pps" {
                 format!("{:.0}k", v / 1000.0)
             } else {
                 format!("{v:.1}")
             };
-            (label, base - PANEL_H * f64::from(tick) / 4.0)
+            (label, base - PANEL_H * v / scale_max)
         })
         .collect();
     grid(svg, &ticks, width);
@@ -148,6 +149,19 @@ fn bar_panel(svg: &mut String, these: &[Row], y0: f64, width: f64, (bar, gap): (
     }
 }
 
+/// A round step (1, 2 or 5 times a power of 10) that divides `0..=max` into
+/// about 4 parts, and the top of the axis: the first step at or above `max`.
+fn linear_axis(max: f64) -> (f64, f64) {
+    let rough = max.max(1e-9) / 4.0;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|s| *s >= rough)
+        .unwrap_or(10.0 * power);
+    (step, (max / step).ceil().max(1.0) * step)
+}
+
 /// Round values for a log axis from `lo` to `hi`: 1, 2 and 5 times powers of 10.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let mut ticks = Vec::new();
@@ -170,7 +184,7 @@ fn scaling_panel(svg: &mut String, curves: &[&Measured], y0: f64, width: f64) {
     let base = y0 + PANEL_H;
     title(
         svg,
-        "scaling: accepted pps against handler work per packet (log scales; x: speed-up over 1 worker)",
+        "scaling: pps against work per packet, log scales (in brackets: ratio to 1 worker)",
         y0,
     );
     let medians = |m: &Measured, consumer: &str| {
@@ -216,6 +230,9 @@ fn scaling_panel(svg: &mut String, curves: &[&Measured], y0: f64, width: f64) {
             consumers.push(c);
         }
     }
+    // Point labels, placed right of their points and pushed apart where
+    // they would overlap: (x, y, consumer, text).
+    let mut labels: Vec<(f64, f64, &str, String)> = Vec::new();
     for (i, consumer) in consumers.iter().enumerate() {
         let line: Vec<(f64, Spread, Option<Spread>)> = curves
             .iter()
@@ -239,26 +256,36 @@ fn scaling_panel(svg: &mut String, curves: &[&Measured], y0: f64, width: f64) {
         );
         for (us, s, ratio) in &line {
             let (cx, cy) = (x(*us), y(s.median));
-            let label = match ratio {
-                Some(r) => format!("{} ({:.2}x)", kilo(s.median), r.median),
-                None => kilo(s.median),
-            };
-            // Labels to the right of their point, staggered by line.
             let _ = writeln!(
                 svg,
                 "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"{}\"/>\
-                 <circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3.5\" fill=\"{}\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{}\">{label}</text>",
+                 <circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3.5\" fill=\"{}\"/>",
                 y(s.min),
                 y(s.max),
                 color(consumer),
                 color(consumer),
-                cx + 7.0,
-                cy - 4.0 + 12.0 * (i as f64 - 1.0),
-                color(consumer)
             );
+            let text = match ratio {
+                Some(r) => format!("{} ({:.2}x)", kilo(s.median), r.median),
+                None => kilo(s.median),
+            };
+            labels.push((cx + 7.0, cy + 4.0, consumer, text));
         }
         legend(svg, consumer, width - 170.0, y0 + 14.0 + 16.0 * i as f64);
+    }
+    labels.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    for i in 1..labels.len() {
+        let (prev_x, prev_y) = (labels[i - 1].0, labels[i - 1].1);
+        if labels[i].0 == prev_x && labels[i].1 < prev_y + 13.0 {
+            labels[i].1 = prev_y + 13.0;
+        }
+    }
+    for (lx, ly, consumer, text) in labels {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{}\">{text}</text>",
+            color(consumer)
+        );
     }
 }
 
@@ -296,28 +323,31 @@ fn latency_panel(svg: &mut String, points: &[LatencyPoint], y0: f64, width: f64)
                 .collect(),
         )
     };
-    let top = points
-        .iter()
-        .filter_map(LatencyPoint::added_p99)
-        .fold(1.0, f64::max)
-        / 1000.0
-        * 1.15;
+    let (step, top) = linear_axis(
+        points
+            .iter()
+            .filter_map(LatencyPoint::added_p99)
+            .fold(1.0, f64::max)
+            / 1000.0
+            * 1.08,
+    );
     let y = |v: f64| base - PANEL_H * v.clamp(0.0, top) / top;
-    let ticks: Vec<(String, f64)> = (0..=4)
-        .map(|t| {
-            let v = top * f64::from(t) / 4.0;
-            (format!("{v:.0}"), y(v))
-        })
+    let ticks: Vec<(String, f64)> = (0..)
+        .map(|t| f64::from(t) * step)
+        .take_while(|v| *v <= top * 1.0001)
+        .map(|v| (format!("{v:.0}"), y(v)))
         .collect();
     grid(svg, &ticks, width - 180.0);
-    let (bar, gap) = (40.0, 8.0);
-    let group = consumers.len() as f64 * (bar + gap) + 40.0;
+    // The groups share the width left of the legend.
+    let group = (width - LEFT - 200.0) / LATENCY_LOADS.len() as f64;
+    let gap = 8.0;
+    let bar = ((group - 40.0) / consumers.len().max(1) as f64 - gap).min(48.0);
     for (g, &load) in LATENCY_LOADS.iter().enumerate() {
         let gx = LEFT + 20.0 + g as f64 * group;
         let _ = writeln!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{load}% of capacity</text>",
-            gx + (group - 40.0) / 2.0,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{load}% load</text>",
+            gx + consumers.len() as f64 * (bar + gap) / 2.0,
             base + 16.0
         );
         for (i, consumer) in consumers.iter().enumerate() {
@@ -357,6 +387,13 @@ fn latency_panel(svg: &mut String, points: &[LatencyPoint], y0: f64, width: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn linear_axes_have_round_steps_and_cover_the_maximum() {
+        assert_eq!(linear_axis(252_000.0), (100_000.0, 300_000.0));
+        assert_eq!(linear_axis(10_598.0), (5_000.0, 15_000.0));
+        assert_eq!(linear_axis(3.7), (1.0, 4.0));
+    }
 
     #[test]
     fn log_ticks_are_round_and_within_range() {
