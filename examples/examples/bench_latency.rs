@@ -64,10 +64,11 @@ const DATAGRAM: usize = 2048;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    if !(args.secs > 0.0 && args.secs <= 600.0)
-        || !(0.0..=60.0).contains(&args.warmup)
-        || !(0.0..=60.0).contains(&args.drain)
-    {
+    let valid = args.secs > 0.0
+        && args.secs <= 600.0
+        && (0.0..=60.0).contains(&args.warmup)
+        && (0.0..=60.0).contains(&args.drain);
+    if !valid {
         return Err("bench_latency: --secs is in (0, 600], --warmup and --drain in [0, 60]".into());
     }
     let echo = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, args.port))?;

@@ -473,11 +473,12 @@ pub fn run(args: &[String]) -> Result<u8> {
     std::fs::create_dir_all(&bin)?;
     build_c(&bin)?;
     build_examples(&bin)?;
-    let python_wanted = SCENARIOS
-        .iter()
-        .filter(|s| opts.wants(s.name))
-        .flat_map(|s| opts.consumers_of(s))
-        .any(|c| python::BENCH_CONSUMERS.iter().any(|p| p.0 == c));
+    let python_wanted = opts.soak.is_none()
+        && SCENARIOS
+            .iter()
+            .filter(|s| opts.wants(s.name))
+            .flat_map(|s| opts.consumers_of(s))
+            .any(|c| python::BENCH_CONSUMERS.iter().any(|p| p.0 == c));
     if python_wanted {
         python::prepare_bench(&cmd::workspace_root(), &out, &bin)?;
     }
