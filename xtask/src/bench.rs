@@ -143,10 +143,7 @@ impl Options {
             }
         }
         for name in &opts.consumers {
-            if !SCENARIOS
-                .iter()
-                .any(|s| s.consumers.contains(&name.as_str()))
-            {
+            if !known_consumers().contains(&name.as_str()) {
                 return Err(format!(
                     "bench: no consumer `{name}` (known: {})",
                     known_consumers().join(" ")
@@ -521,6 +518,15 @@ impl Pace {
             Pace::Limit => 8.0,
         }
     }
+
+    /// Seconds around one run of the latency client: the process and the
+    /// rule's changes.
+    fn client_overhead(self) -> f64 {
+        match self {
+            Pace::Typical => 0.2,
+            Pace::Limit => 3.0,
+        }
+    }
 }
 
 /// How long the whole run takes: typically, or at most (its time limit, with
@@ -532,7 +538,7 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
         let consumers = opts.consumers_of(scenario).len() as f64;
         secs += match scenario.traffic {
             Traffic::Latency => {
-                let run = latency::run_secs(opts.secs) + overhead;
+                let run = latency::run_secs(opts.secs) + pace.client_overhead();
                 // A saturation run each where udp-64 gave no capacity, the
                 // client's ceiling through each, then per round each consumer
                 // once, each load with and without the queue.
@@ -541,7 +547,10 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
                 } else {
                     consumers * (latency::SATURATION_SECS + overhead)
                 };
-                let ceiling = consumers * (latency::run_secs(latency::SATURATION_SECS) + overhead);
+                let ceiling = consumers
+                    * (overhead
+                        + latency::run_secs(latency::SATURATION_SECS)
+                        + pace.client_overhead());
                 saturation
                     + ceiling
                     + opts.rounds as f64

@@ -365,20 +365,20 @@ pub fn one(
 
 /// The UDP traffic source (bench/udp_sender.c), on [`SENDER_CPU`].
 #[derive(Debug, Clone, Copy)]
-pub struct Sender {
-    pub size: usize,
+struct Sender {
+    size: usize,
     /// Source addresses, one socket each (0: one socket, unbound).
-    pub sources: u32,
+    sources: u32,
     /// Datagrams per UDP GSO message (1: plain).
-    pub segments: u32,
+    segments: u32,
     /// At nice 19, yielding its CPU to a consumer that shares it.
-    pub nice: bool,
+    nice: bool,
 }
 
 impl Sender {
     /// Sends for `secs` (or until `max` packets); returns packets sent and its
     /// seconds.
-    pub fn run(&self, programs: &Programs, secs: f64, max: Option<u64>) -> Result<(u64, f64)> {
+    fn run(&self, programs: &Programs, secs: f64, max: Option<u64>) -> Result<(u64, f64)> {
         let mut command = cmd::program("taskset");
         command.args(["-c", SENDER_CPU]);
         if self.nice {
