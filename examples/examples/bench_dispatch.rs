@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! iptables -t mangle -A OUTPUT -p udp --dport 9 -j NFQUEUE --queue-num 0
-//! bench_dispatch [--workers N] [--busy-us MICROS] [--gso] 0
+//! bench_dispatch [--workers N] [--busy-us MICROS] [--queues N] [--gso] 0
 //! ```
+//!
+//! `--queues N` binds queues QUEUE..QUEUE+N-1, a receive thread each, for a rule
+//! that spreads packets over them (`-j NFQUEUE --queue-balance 0:1`); with
+//! `--workers 0` every receive thread runs the handler itself.
 //!
 //! `--busy-us` does about that much CPU work on every packet, standing in for a
 //! handler that does real work (parsing, lookups) so that worker scaling can be
@@ -24,8 +28,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The queue number to bind.
+    /// The (first) queue number to bind.
     queue: u16,
+    /// Bind this many consecutive queues, from QUEUE on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
     /// Worker threads (0: the handler runs on the receive thread).
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -39,7 +46,11 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let (queue_num, workers) = (args.queue, args.workers);
+    let workers = args.workers;
+    let first = args.queue;
+    let last = first
+        .checked_add(args.queues - 1)
+        .ok_or("bench_dispatch: --queues goes past queue 65535")?;
     let busy = Duration::from_micros(args.busy_us);
     let rounds = if busy.is_zero() { 0 } else { calibrate(busy) };
     let flags = if args.gso {
@@ -55,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     stop_on_signals(signalled.clone())?;
 
     let dispatcher = Dispatcher::builder()
-        .queue(queue_num)
+        .queues(first..=last)
         .workers(workers)
         .queue_config(QueueConfig::default().flags(flags))
         .build(move |packet: &PacketView<'_>| {
@@ -65,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Verdict::accept()
         })?;
     eprintln!(
-        "bench_dispatch: bound queue {queue_num}, {workers} workers, {rounds} rounds of work per packet"
+        "bench_dispatch: bound queues {first}..={last}, {workers} workers, {rounds} rounds of work per packet"
     );
 
     wait_readable(signalled.as_raw_fd());

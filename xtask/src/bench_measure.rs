@@ -1,8 +1,8 @@
 //! One benchmark measurement inside the namespace, and the soak run: start a
-//! consumer, wait until it bound the queue, read the counters, make traffic,
+//! consumer, wait until it bound its queues, read the counters, make traffic,
 //! read them again, stop the consumer.
 
-use crate::bench::{Consumer, Options, Programs, Scenario, Traffic};
+use crate::bench::{Consumer, Programs, Scenario, Traffic};
 use crate::cmd::{self, ChildGuard, Result};
 use std::fs;
 use std::io::Read;
@@ -10,17 +10,37 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const QUEUE: &str = "0";
+/// The queue every consumer binds (the first, when it binds several).
+pub const QUEUE: u16 = 0;
 /// Sent over loopback, and dropped by a raw PREROUTING rule when it comes back
 /// in: no listener, no ICMP errors, no sink process.
 const UDP_DST: &str = "127.0.0.1";
 const UDP_PORT: &str = "9";
 const TCP_PORT: &str = "5201";
 /// The CPU of the traffic source; consumers get the other one.
-const SENDER_CPU: &str = "0";
-/// How long a consumer may take to bind its queue, and to exit after SIGTERM.
+pub const SENDER_CPU: &str = "0";
+/// How long a consumer may take to bind its queues, and to exit after SIGTERM.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The name the dispatcher gives its receive threads (`nfq-recv-QUEUE`).
+const RECV_THREAD: &str = "nfq-recv";
+
+/// The samples of one throughput scenario: `samples[i]` are those of
+/// `consumers[i]`, one per round.
+#[derive(Debug)]
+pub struct Measured {
+    pub scenario: &'static Scenario,
+    pub consumers: Vec<&'static str>,
+    pub samples: Vec<Vec<Sample>>,
+}
+
+impl Measured {
+    /// The samples of `consumer`, if it ran.
+    pub fn of(&self, consumer: &str) -> Option<&[Sample]> {
+        let i = self.consumers.iter().position(|c| *c == consumer)?;
+        Some(&self.samples[i])
+    }
+}
 
 /// The numbers of one run of one consumer.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +67,11 @@ pub struct Sample {
     pub user_drops: u64,
     /// iperf3's received bits per second (TCP scenarios).
     pub tcp_bps: Option<f64>,
+    /// user+system time of the consumer's receive threads (`nfq-recv*`) in the
+    /// window; `None` for a consumer that has none.
+    pub recv_cpu: Option<f64>,
+    /// Packets queued to each of the consumer's queues in the window.
+    pub queued: Vec<u64>,
 }
 
 impl Sample {
@@ -77,14 +102,27 @@ impl Sample {
     /// The number compared between consumers: accepted pps, or Gbit/s for TCP.
     pub fn metric(&self, traffic: Traffic) -> f64 {
         match traffic {
-            Traffic::Udp(_) => self.accepted_pps(),
             Traffic::Tcp { .. } => self.tcp_bps.unwrap_or(0.0) / 1e9,
+            Traffic::Udp { .. } | Traffic::Latency => self.accepted_pps(),
         }
+    }
+
+    /// CPU nanoseconds of the receive threads per accepted packet.
+    pub fn recv_ns_per_packet(&self) -> Option<f64> {
+        let cpu = self.recv_cpu?;
+        (self.accepted > 0).then(|| cpu * 1e9 / self.accepted as f64)
+    }
+
+    /// The share of the packets that went to the first queue, when the consumer
+    /// has several.
+    pub fn first_queue_share(&self) -> Option<f64> {
+        let total: u64 = self.queued.iter().sum();
+        (self.queued.len() > 1 && total > 0).then(|| self.queued[0] as f64 / total as f64)
     }
 
     pub fn summary(&self, traffic: Traffic) -> String {
         let main = match traffic {
-            Traffic::Udp(_) => format!(
+            Traffic::Udp { .. } | Traffic::Latency => format!(
                 "{:.0} pps accepted of {:.0} offered",
                 self.accepted_pps(),
                 self.offered_pps()
@@ -95,15 +133,24 @@ impl Sample {
                 self.accepted_pps()
             ),
         };
+        let recv = self.recv_ns_per_packet().map_or(String::new(), |ns| {
+            format!(", receive threads {ns:.0} ns/packet")
+        });
+        let split = if self.queued.len() > 1 {
+            format!("; queued per queue {:?}", self.queued)
+        } else {
+            String::new()
+        };
         format!(
-            "{main}; consumer cpu {:.2}s, its cpus busy {:.2}s of {:.2}s; drops: queue full {}, socket {}",
+            "{main}; consumer cpu {:.2}s{recv}, its cpus busy {:.2}s of {:.2}s; drops: queue full {}, socket {}{split}",
             self.proc_cpu, self.cpus_busy, self.secs, self.queue_full, self.user_drops
         )
     }
 }
 
 /// The namespace's interfaces and rules. The NFQUEUE rules use the iptables
-/// target: nft's own `queue` statement needs CONFIG_NFT_QUEUE.
+/// target: nft's own `queue` statement needs CONFIG_NFT_QUEUE. The UDP rule is
+/// the first of mangle OUTPUT ([`set_udp_queues`] replaces it).
 pub fn setup() -> Result<()> {
     let ip = |args: &[&str]| cmd::run_ok(cmd::program("ip").args(args));
     ip(&["link", "set", "lo", "up"])?;
@@ -116,7 +163,7 @@ pub fn setup() -> Result<()> {
             cmd::program("iptables")
                 .args(["-t", "mangle", "-A", "OUTPUT"])
                 .args(rule)
-                .args(["-j", "NFQUEUE", "--queue-num", QUEUE]),
+                .args(nfqueue_target(1)),
         )?;
         // filter OUTPUT runs after mangle OUTPUT: it sees only accepted packets.
         cmd::run_ok(
@@ -142,13 +189,37 @@ pub fn setup() -> Result<()> {
     ]))
 }
 
+/// The NFQUEUE target for a consumer of `queues` queues from [`QUEUE`] on.
+pub fn nfqueue_target(queues: u16) -> Vec<String> {
+    let mut target = vec!["-j".to_string(), "NFQUEUE".into()];
+    if queues > 1 {
+        let last = QUEUE + queues - 1;
+        target.extend(["--queue-balance".into(), format!("{QUEUE}:{last}")]);
+    } else {
+        target.extend(["--queue-num".into(), QUEUE.to_string()]);
+    }
+    target
+}
+
+/// Makes the UDP rule (the first of mangle OUTPUT) queue to `queues` queues,
+/// to match what the next consumer binds.
+fn set_udp_queues(queues: u16) -> Result<()> {
+    cmd::run_ok(
+        cmd::program("iptables")
+            .args(["-t", "mangle", "-R", "OUTPUT", "1"])
+            .args(["-o", "lo", "-p", "udp", "--dport", UDP_PORT])
+            .args(nfqueue_target(queues)),
+    )
+}
+
 /// A started consumer: killed if still running when dropped.
-struct Running {
+pub struct Running {
     child: ChildGuard,
 }
 
 impl Running {
-    fn start(programs: &Programs, consumer: &Consumer, cpus: &str, gso: bool) -> Result<Self> {
+    /// Starts `consumer` on `cpus` and waits until it bound all its queues.
+    pub fn start(programs: &Programs, consumer: &Consumer, cpus: &str, gso: bool) -> Result<Self> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -162,33 +233,35 @@ impl Running {
             command.arg("--gso");
         }
         command
-            .arg(QUEUE)
+            .arg(QUEUE.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         let mut child = ChildGuard(cmd::spawn(&mut command)?);
         let deadline = Instant::now() + START_TIMEOUT;
-        while queue_line()?.is_none() {
+        while queue_lines(consumer.queues)?.len() < usize::from(consumer.queues) {
             if let Some(status) = child.0.try_wait()? {
                 return Err(
                     format!("bench: {} exited before binding: {status}", consumer.name).into(),
                 );
             }
             if Instant::now() > deadline {
-                return Err(
-                    format!("bench: {} did not bind queue {QUEUE} in 5s", consumer.name).into(),
-                );
+                return Err(format!(
+                    "bench: {} did not bind its {} queue(s) from {QUEUE} on in 5s",
+                    consumer.name, consumer.queues
+                )
+                .into());
             }
             thread::sleep(Duration::from_millis(20));
         }
         Ok(Running { child })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.0.id()
     }
 
     /// SIGTERM, wait, and the packet count it printed.
-    fn stop(mut self, name: &str) -> Result<u64> {
+    pub fn stop(mut self, name: &str) -> Result<u64> {
         cmd::terminate(&self.child.0);
         let status = cmd::wait_until(&mut self.child.0, Instant::now() + STOP_TIMEOUT)?
             .ok_or_else(|| format!("bench: {name} did not exit after SIGTERM"))?;
@@ -208,16 +281,18 @@ impl Running {
 }
 
 /// Counters read before and after the traffic.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Snapshot {
     at: Instant,
     packets: u64,
     bytes: u64,
     proc_cpu: f64,
     cpus_busy: f64,
+    recv_cpu: Option<f64>,
+    queues: Vec<QueueLine>,
 }
 
-fn snapshot(pid: u32, cpus: &[usize], traffic: Traffic) -> Result<Snapshot> {
+fn snapshot(pid: u32, cpus: &[usize], traffic: Traffic, queues: u16) -> Result<Snapshot> {
     let (packets, bytes) = accept_counter(traffic)?;
     Ok(Snapshot {
         at: Instant::now(),
@@ -225,37 +300,51 @@ fn snapshot(pid: u32, cpus: &[usize], traffic: Traffic) -> Result<Snapshot> {
         bytes,
         proc_cpu: process_cpu(pid)?,
         cpus_busy: cpus_busy(cpus)?,
+        recv_cpu: threads_cpu(pid, RECV_THREAD)?,
+        queues: queue_lines(queues)?,
     })
 }
 
-/// Measures one consumer once.
+/// Measures one consumer once, for `secs` seconds of traffic.
 pub fn one(
     programs: &Programs,
     scenario: &Scenario,
     consumer: &Consumer,
-    opts: &Options,
+    secs: f64,
+    segments: u32,
 ) -> Result<Sample> {
-    let secs = opts.secs;
     let gso = matches!(scenario.traffic, Traffic::Tcp { gso: true });
+    if matches!(scenario.traffic, Traffic::Udp { .. }) {
+        set_udp_queues(consumer.queues)?;
+    }
     let running = Running::start(programs, consumer, scenario.consumer_cpus, gso)?;
     let cpus = parse_cpus(scenario.consumer_cpus);
     let pid = running.pid();
-    let before = snapshot(pid, &cpus, scenario.traffic)?;
+    let before = snapshot(pid, &cpus, scenario.traffic, consumer.queues)?;
     let (sent, tcp_bps) = match scenario.traffic {
-        Traffic::Udp(size) => {
-            // In the heavy scenario the consumer may use CPU 0 too: the sender
-            // yields it to the workers.
-            let nice = scenario.consumer_cpus.contains(SENDER_CPU);
-            (
-                udp(programs, size, secs, None, nice, opts.segments)?.0,
-                None,
-            )
+        Traffic::Udp { size, sources } => {
+            let sender = Sender {
+                size,
+                sources,
+                segments,
+                // Where the consumer may use CPU 0 too, the sender yields it.
+                nice: scenario.shares_sender_cpu(),
+            };
+            (sender.run(programs, secs, None)?.0, None)
         }
         Traffic::Tcp { .. } => (0, Some(iperf3(secs)?)),
+        Traffic::Latency => unreachable!("the latency scenario measures no throughput"),
     };
-    let after = snapshot(pid, &cpus, scenario.traffic)?;
-    let queue = queue_line()?.unwrap_or_default();
+    let after = snapshot(pid, &cpus, scenario.traffic, consumer.queues)?;
     let consumer_count = running.stop(consumer.name)?;
+    let queued = after
+        .queues
+        .iter()
+        .map(|a| {
+            let b = before.queues.iter().find(|b| b.queue == a.queue);
+            a.id_sequence.wrapping_sub(b.map_or(0, |b| b.id_sequence))
+        })
+        .collect();
     Ok(Sample {
         consumer: consumer.name.to_string(),
         round: 0,
@@ -266,48 +355,59 @@ pub fn one(
         consumer_count,
         proc_cpu: after.proc_cpu - before.proc_cpu,
         cpus_busy: after.cpus_busy - before.cpus_busy,
-        queue_full: queue.queue_full,
-        user_drops: queue.user_drops,
+        queue_full: after.queues.iter().map(|q| q.queue_full).sum(),
+        user_drops: after.queues.iter().map(|q| q.user_drops).sum(),
         tcp_bps,
+        recv_cpu: after.recv_cpu.zip(before.recv_cpu).map(|(a, b)| a - b),
+        queued,
     })
 }
 
-/// Runs the UDP sender; returns packets sent and its seconds.
-fn udp(
-    programs: &Programs,
+/// The UDP traffic source (bench/udp_sender.c), on [`SENDER_CPU`].
+#[derive(Debug, Clone, Copy)]
+struct Sender {
     size: usize,
-    secs: f64,
-    max: Option<u64>,
-    nice: bool,
+    /// Source addresses, one socket each (0: one socket, unbound).
+    sources: u32,
+    /// Datagrams per UDP GSO message (1: plain).
     segments: u32,
-) -> Result<(u64, f64)> {
-    let mut command = cmd::program("taskset");
-    command.args(["-c", SENDER_CPU]);
-    if nice {
-        command.args(["nice", "-n", "19"]);
-    }
-    command.arg(programs.path("udp_sender")).args([
-        UDP_DST,
-        UDP_PORT,
-        &size.to_string(),
-        &secs.to_string(),
-    ]);
-    if let Some(max) = max {
-        command.arg(max.to_string());
-    }
-    let out = command
-        .env("UDP_SEGMENTS", segments.to_string())
-        .stderr(Stdio::inherit())
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    match (
-        out.status.success(),
-        words.next().map(str::parse),
-        words.next().map(str::parse),
-    ) {
-        (true, Some(Ok(sent)), Some(Ok(secs))) => Ok((sent, secs)),
-        _ => Err(format!("bench: udp_sender failed ({}): {text}", out.status).into()),
+    /// At nice 19, yielding its CPU to a consumer that shares it.
+    nice: bool,
+}
+
+impl Sender {
+    /// Sends for `secs` (or until `max` packets); returns packets sent and its
+    /// seconds.
+    fn run(&self, programs: &Programs, secs: f64, max: Option<u64>) -> Result<(u64, f64)> {
+        let mut command = cmd::program("taskset");
+        command.args(["-c", SENDER_CPU]);
+        if self.nice {
+            command.args(["nice", "-n", "19"]);
+        }
+        command.arg(programs.path("udp_sender")).args([
+            UDP_DST,
+            UDP_PORT,
+            &self.size.to_string(),
+            &secs.to_string(),
+        ]);
+        if let Some(max) = max {
+            command.arg(max.to_string());
+        }
+        let out = command
+            .env("UDP_SEGMENTS", self.segments.to_string())
+            .env("UDP_SOURCES", self.sources.to_string())
+            .stderr(Stdio::inherit())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        match (
+            out.status.success(),
+            words.next().map(str::parse),
+            words.next().map(str::parse),
+        ) {
+            (true, Some(Ok(sent)), Some(Ok(secs))) => Ok((sent, secs)),
+            _ => Err(format!("bench: udp_sender failed ({}): {text}", out.status).into()),
+        }
     }
 }
 
@@ -368,7 +468,7 @@ fn json_number_after(json: &str, section: &str, key: &str) -> Option<f64> {
 /// Packets and bytes of the counting rule in filter OUTPUT.
 fn accept_counter(traffic: Traffic) -> Result<(u64, u64)> {
     let port = match traffic {
-        Traffic::Udp(_) => format!("dpt:{UDP_PORT}"),
+        Traffic::Udp { .. } | Traffic::Latency => format!("dpt:{UDP_PORT}"),
         Traffic::Tcp { .. } => format!("dpt:{TCP_PORT}"),
     };
     let out = cmd::program("iptables")
@@ -387,23 +487,32 @@ fn accept_counter(traffic: Traffic) -> Result<(u64, u64)> {
 /// A line of /proc/net/netfilter/nfnetlink_queue.
 #[derive(Debug, Default, Clone, Copy)]
 struct QueueLine {
+    queue: u64,
     queue_full: u64,
     user_drops: u64,
+    /// The last packet id given out: packets queued so far.
+    id_sequence: u64,
 }
 
-/// Our queue's line, while a consumer has it bound.
-fn queue_line() -> Result<Option<QueueLine>> {
+/// The lines of queues [`QUEUE`]..[`QUEUE`]+`queues`-1 that are bound.
+fn queue_lines(queues: u16) -> Result<Vec<QueueLine>> {
     let text = fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")?;
-    Ok(text.lines().find_map(|l| {
-        let f: Vec<u64> = l
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (f.len() >= 8 && f[0].to_string() == QUEUE).then(|| QueueLine {
-            queue_full: f[5],
-            user_drops: f[6],
+    let ours = u64::from(QUEUE)..u64::from(QUEUE) + u64::from(queues);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (f.len() >= 8 && ours.contains(&f[0])).then(|| QueueLine {
+                queue: f[0],
+                queue_full: f[5],
+                user_drops: f[6],
+                id_sequence: f[7],
+            })
         })
-    }))
+        .collect())
 }
 
 fn clock_ticks() -> f64 {
@@ -414,11 +523,39 @@ fn clock_ticks() -> f64 {
 
 /// user + system time of a process, all its threads, in seconds.
 fn process_cpu(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu(&fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// user + system time of the threads of process `pid` whose name starts with
+/// `prefix`, in seconds; `None` when it has no such thread.
+fn threads_cpu(pid: u32, prefix: &str) -> Result<Option<f64>> {
+    let mut total = None;
+    for entry in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = entry?.path();
+        // A thread may end between the listing and the reads: skip it.
+        let Ok(comm) = fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        *total.get_or_insert(0.0) += stat_cpu(&stat)?;
+    }
+    Ok(total)
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu(stat: &str) -> Result<f64> {
     // Fields after the command name in parentheses; utime and stime are the
     // 14th and 15th fields of the line, so the 12th and 13th after ')'.
     let rest = &stat[stat.rfind(')').ok_or("bench: odd /proc/PID/stat")? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.len() < 13 {
+        return Err("bench: short /proc/PID/stat".into());
+    }
     let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
     Ok(ticks as f64 / clock_ticks())
 }
@@ -469,7 +606,17 @@ pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> 
          | consumer | packets accepted | seconds | RSS after bind (KiB) | RSS after 1st second | RSS at end | max RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
-    let traffic = Traffic::Udp(64);
+    let traffic = Traffic::Udp {
+        size: 64,
+        sources: 0,
+    };
+    let sender = Sender {
+        size: 64,
+        sources: 0,
+        segments,
+        nice: false,
+    };
+    set_udp_queues(1)?;
     for name in ["core", "dispatch-1", "dispatch-2", "nfq"] {
         let consumer = programs.consumer(name);
         let running = Running::start(programs, &consumer, "1", false)?;
@@ -482,7 +629,7 @@ pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> 
         let mut rss_max = rss_start;
         let mut done = 0;
         while done < packets && Instant::now() < deadline {
-            udp(programs, 64, 1.0, Some(packets - done), false, segments)?;
+            sender.run(programs, 1.0, Some(packets - done))?;
             done = accept_counter(traffic)?.0 - first;
             let rss = rss_kib(pid)?;
             rss_first.get_or_insert(rss);

@@ -1,8 +1,12 @@
-//! The benchmark's report: medians, ranges and paired ratios per consumer, as a
-//! markdown table, a CSV of every run, and an SVG bar chart of the same numbers.
+//! The benchmark's report: medians, ranges and paired ratios per consumer as
+//! markdown tables (throughput, receive-thread CPU, scaling, latency), and a
+//! CSV of every run. `bench_targets.rs` checks the targets, `bench_svg.rs`
+//! charts the same numbers.
 
-use crate::bench::{consumer_description, Consumer, Options, Scenario, Traffic, SCENARIOS};
-use crate::bench_measure::Sample;
+use crate::bench::{consumer_description, Options, Traffic, LATENCY_LOADS};
+use crate::bench_latency::{CapacityFrom, LatencyPoint};
+use crate::bench_measure::{Measured, Sample};
+use crate::bench_targets::{self as targets, Spread};
 use std::fmt::Write as _;
 
 /// One consumer in one scenario, summed up over the rounds.
@@ -34,15 +38,15 @@ pub struct Row {
 impl Row {
     pub fn unit(&self) -> &'static str {
         match self.traffic {
-            Traffic::Udp(_) => "pps",
             Traffic::Tcp { .. } => "Gbit/s",
+            Traffic::Udp { .. } | Traffic::Latency => "pps",
         }
     }
 
     fn format(&self, value: f64) -> String {
         match self.traffic {
-            Traffic::Udp(_) => format!("{value:.0}"),
             Traffic::Tcp { .. } => format!("{value:.2}"),
+            Traffic::Udp { .. } | Traffic::Latency => format!("{value:.0}"),
         }
     }
 
@@ -50,10 +54,8 @@ impl Row {
     pub fn limit(&self) -> String {
         match self.traffic {
             Traffic::Tcp { .. } => "TCP, closed loop (no overflow by design)".into(),
-            Traffic::Udp(_) if self.overflow_rounds == 0 => {
-                "SENDER-LIMITED: the queue never overflowed".into()
-            }
-            Traffic::Udp(_) => format!(
+            _ if self.overflow_rounds == 0 => "SENDER-LIMITED: the queue never overflowed".into(),
+            _ => format!(
                 "consumer (queue overflowed in {}/{} rounds)",
                 self.overflow_rounds, self.rounds
             ),
@@ -78,30 +80,28 @@ fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     median(&mut samples.iter().map(f).collect::<Vec<_>>())
 }
 
-/// The rows of one scenario; `samples[i]` are consumer i's, one per round.
-pub fn rows(scenario: &Scenario, consumers: &[Consumer], samples: &[Vec<Sample>]) -> Vec<Row> {
-    let exclusive = !scenario.consumer_cpus.contains('0');
+/// The rows of one scenario, one per consumer.
+pub fn rows(measured: &Measured) -> Vec<Row> {
+    let scenario = measured.scenario;
+    let exclusive = !scenario.shares_sender_cpu();
     let traffic = scenario.traffic;
-    let base = &samples[0];
-    consumers
+    let base = &measured.samples[0];
+    measured
+        .consumers
         .iter()
-        .zip(samples)
+        .zip(&measured.samples)
         .map(|(consumer, runs)| {
             let metrics: Vec<f64> = runs.iter().map(|s| s.metric(traffic)).collect();
-            let mut ratios: Vec<f64> = runs
-                .iter()
-                .zip(base)
-                .map(|(s, b)| s.metric(traffic) / b.metric(traffic).max(f64::MIN_POSITIVE))
-                .collect();
+            let spread = Spread::of(metrics.clone()).unwrap_or_default();
             Row {
                 scenario: scenario.name,
                 traffic,
-                consumer: consumer.name,
+                consumer,
                 rounds: runs.len(),
-                median: median(&mut metrics.clone()),
-                min: metrics.iter().copied().fold(f64::INFINITY, f64::min),
-                max: metrics.iter().copied().fold(0.0, f64::max),
-                ratio: median(&mut ratios),
+                median: spread.median,
+                min: spread.min,
+                max: spread.max,
+                ratio: targets::paired_samples(runs, base, traffic).map_or(0.0, |r| r.median),
                 offered_pps: median_of(runs, Sample::offered_pps),
                 queued_pps: median_of(runs, Sample::accepted_pps),
                 pps_per_cpu: median_of(runs, |s| s.pps_per_cpu(exclusive)),
@@ -135,7 +135,7 @@ fn machine() -> String {
     format!("Linux {}, {cpus} x {model}", kernel.trim())
 }
 
-pub fn markdown(opts: &Options, rows: &[Row]) -> String {
+pub fn markdown(opts: &Options, measured: &[Measured], points: &[LatencyPoint]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# nfqueue benchmark\n");
     let _ = writeln!(
@@ -154,24 +154,25 @@ pub fn markdown(opts: &Options, rows: &[Row]) -> String {
         opts.secs,
         opts.segments
     );
-    for scenario in SCENARIOS {
-        let these: Vec<&Row> = rows
+    let all_rows: Vec<Row> = measured.iter().flat_map(rows).collect();
+    for m in measured {
+        let these: Vec<&Row> = all_rows
             .iter()
-            .filter(|r| r.scenario == scenario.name)
+            .filter(|r| r.scenario == m.scenario.name)
             .collect();
         let Some(first) = these.first() else { continue };
         let _ = writeln!(
             md,
             "## {}: {}\n\n| consumer | median {} | min | max | ratio to {} | offered pps | queued pps | pps per CPU-s | consumer CPU | its CPUs busy | queue-full drops | socket drops | limited by |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-            scenario.name,
-            scenario.description,
+            m.scenario.name,
+            m.scenario.description,
             first.unit(),
             first.consumer
         );
         for r in &these {
             let offered = match r.traffic {
-                Traffic::Udp(_) => format!("{:.0}", r.offered_pps),
                 Traffic::Tcp { .. } => "-".into(),
+                _ => format!("{:.0}", r.offered_pps),
             };
             let _ = writeln!(
                 md,
@@ -193,227 +194,238 @@ pub fn markdown(opts: &Options, rows: &[Row]) -> String {
         }
         md.push('\n');
     }
+    md += &recv_threads(measured);
+    md += &scaling(measured);
+    md += &latency(points);
     let _ = writeln!(md, "## Consumers\n");
     let mut seen = Vec::new();
-    for r in rows {
-        if !seen.contains(&r.consumer) {
-            seen.push(r.consumer);
+    let names = measured
+        .iter()
+        .flat_map(|m| m.consumers.iter().copied())
+        .chain(points.iter().map(|p| p.consumer));
+    for name in names {
+        if !seen.contains(&name) {
+            seen.push(name);
+            let _ = writeln!(md, "- `{name}`: {}", consumer_description(name));
+        }
+    }
+    md.push('\n');
+    md += &targets::section(measured, points);
+    md
+}
+
+/// `median [min-max]` with `digits` decimals (`[min to max]` when a bound
+/// is negative, so that no minus sign reads as the dash).
+pub fn spread_text(spread: &Spread, digits: usize) -> String {
+    let dash = if spread.min < 0.0 || spread.max < 0.0 {
+        " to "
+    } else {
+        "-"
+    };
+    format!(
+        "{:.digits$} [{:.digits$}{dash}{:.digits$}]",
+        spread.median, spread.min, spread.max
+    )
+}
+
+/// The receive threads' CPU time per accepted packet, for every consumer that
+/// has receive threads (the dispatcher's).
+fn recv_threads(measured: &[Measured]) -> String {
+    let mut md = String::from(
+        "## Receive thread CPU per packet\n\n\
+         user+system time of the dispatcher's receive threads (`nfq-recv-*`, from \
+         /proc/PID/task/TID/stat, 10 ms ticks) over the measured window, divided by \
+         the packets accepted in it; median [min-max] over the rounds. With the \
+         handler on the receive thread (dispatch-0, dispatch-2q) that includes the \
+         handler's work.\n\n\
+         | scenario | consumer | ns per packet | receive threads' CPU (s per s) |\n|---|---|---:|---:|\n",
+    );
+    let mut any = false;
+    for m in measured {
+        for (consumer, runs) in m.consumers.iter().zip(&m.samples) {
+            let per_packet: Vec<f64> = runs.iter().filter_map(Sample::recv_ns_per_packet).collect();
+            let Some(spread) = Spread::of(per_packet) else {
+                continue;
+            };
+            let load = median_of(runs, |s| s.recv_cpu.unwrap_or(0.0) / s.secs);
             let _ = writeln!(
                 md,
-                "- `{}`: {}",
-                r.consumer,
-                consumer_description(r.consumer)
+                "| {} | {consumer} | {} | {load:.2} |",
+                m.scenario.name,
+                spread_text(&spread, 0)
+            );
+            any = true;
+        }
+    }
+    md.push('\n');
+    if any {
+        md
+    } else {
+        String::new()
+    }
+}
+
+/// The scaling scenarios side by side: pps per work size and consumer, and the
+/// speed-ups over 1 worker, paired by round.
+fn scaling(measured: &[Measured]) -> String {
+    let scales: Vec<&Measured> = measured.iter().filter(|m| m.scenario.busy_us > 0).collect();
+    if scales.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Scaling: handler work per packet\n\n\
+         Accepted pps, median [min-max]; speed-ups are per-round ratios to 1 worker, \
+         median [min-max]. The sender sends from 32 source addresses (`--queue-balance` \
+         hashes addresses); the split is the share of packets the kernel queued to \
+         queue 0 for the 2-queue consumer.\n\n\
+         | work per packet | 1 worker | 2 workers | 2 queues, inline | 2 workers / 1 | 2 queues / 1 | 2-queue split |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for m in scales {
+        let traffic = m.scenario.traffic;
+        let pps = |consumer: &str| {
+            m.of(consumer)
+                .and_then(|runs| Spread::of(runs.iter().map(|s| s.metric(traffic)).collect()))
+                .map_or("-".into(), |s| spread_text(&s, 0))
+        };
+        let ratio = |consumer: &str| {
+            targets::paired(m, consumer, "dispatch-1").map_or("-".into(), |s| spread_text(&s, 2))
+        };
+        let split = m
+            .of("dispatch-2q")
+            .and_then(|runs| {
+                Spread::of(runs.iter().filter_map(Sample::first_queue_share).collect())
+            })
+            .map_or("-".into(), |s| spread_text(&s, 2));
+        let _ = writeln!(
+            md,
+            "| {} us | {} | {} | {} | {} | {} | {split} |",
+            m.scenario.busy_us,
+            pps("dispatch-1"),
+            pps("dispatch-2"),
+            pps("dispatch-2q"),
+            ratio("dispatch-2"),
+            ratio("dispatch-2q"),
+        );
+    }
+    md.push('\n');
+    md
+}
+
+/// The latency points of one consumer at one load, over the rounds.
+pub fn latency_points<'a>(
+    points: &'a [LatencyPoint],
+    consumer: &'a str,
+    load_pct: u32,
+) -> impl Iterator<Item = &'a LatencyPoint> {
+    points
+        .iter()
+        .filter(move |p| p.consumer == consumer && p.load_pct == load_pct)
+}
+
+/// The latency scenario: round trips with and without the queue, and what the
+/// queue added, per consumer and load.
+fn latency(points: &[LatencyPoint]) -> String {
+    if points.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "## Latency: round trip added by the queue\n\n\
+         `bench_latency` on CPU 0 sends 64-byte UDP requests at a fixed rate to its own \
+         echo socket (one thread: echo, receive, send what is due, sleep), the consumer \
+         on CPU 1 accepts them; only the requests' port is queued. Each point runs with \
+         the queue rule and then without it at the same rate, in the same round; added = \
+         with minus without, per round, median [min-max] in us. Rates are a share of \
+         the consumer's capacity (its udp-64 median in this run, or a 1 s saturation \
+         run); the achieved rates are medians. The client's ceiling is the rate it \
+         reached flat out through the queue to that consumer (one CPU sends, echoes \
+         and receives, and takes the queue's work on the sending side): where it is \
+         below the consumer's capacity, the loads are shares of the ceiling (marked \
+         *), and the consumer's share of its capacity is lower, as the column says.\n\n\
+         | consumer | load | capacity pps | client ceiling req/s | asked req/s | share of the consumer's capacity | achieved, queued | achieved, no queue | p50 queued | p99 queued | p50 no queue | p99 no queue | added p50 | added p99 | lost (queued / no queue) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut consumers: Vec<&str> = Vec::new();
+    for p in points {
+        if !consumers.contains(&p.consumer) {
+            consumers.push(p.consumer);
+        }
+    }
+    let us = |v: Vec<f64>| {
+        Spread::of(v.into_iter().map(|ns| ns / 1000.0).collect())
+            .map_or("-".into(), |s| spread_text(&s, 0))
+    };
+    let us_median = |v: Vec<f64>| {
+        Spread::of(v.into_iter().map(|ns| ns / 1000.0).collect())
+            .map_or("-".into(), |s| format!("{:.0}", s.median))
+    };
+    for consumer in consumers {
+        for &load in LATENCY_LOADS {
+            let these: Vec<&LatencyPoint> = latency_points(points, consumer, load).collect();
+            let Some(first) = these.first() else { continue };
+            let of = |f: &dyn Fn(&LatencyPoint) -> Option<f64>| -> Vec<f64> {
+                these.iter().filter_map(|p| f(p)).collect()
+            };
+            let rate = |f: &dyn Fn(&LatencyPoint) -> f64| {
+                let mut v: Vec<f64> = these.iter().map(|p| f(p)).collect();
+                format!("{:.0}", median(&mut v))
+            };
+            let lost: u64 = these.iter().map(|p| p.queued.lost()).sum();
+            let lost_direct: u64 = these.iter().map(|p| p.direct.lost()).sum();
+            let limited = if first.client_limited() { "*" } else { "" };
+            let from = match first.capacity_from {
+                CapacityFrom::Udp64 => "",
+                CapacityFrom::Saturation => " (saturation run)",
+            };
+            let _ = writeln!(
+                md,
+                "| {consumer} | {load}%{limited} | {:.0}{from} | {:.0} | {:.0} | {:.0}% | {} | {} | {} | {} | {} | {} | {} | {} | {lost} / {lost_direct} |",
+                first.capacity,
+                first.client_ceiling,
+                first.target_rate,
+                first.consumer_load_pct(),
+                rate(&|p| p.queued.rate),
+                rate(&|p| p.direct.rate),
+                us_median(of(&|p| p.queued.p50_ns)),
+                us_median(of(&|p| p.queued.p99_ns)),
+                us_median(of(&|p| p.direct.p50_ns)),
+                us_median(of(&|p| p.direct.p99_ns)),
+                us(of(&LatencyPoint::added_p50)),
+                us(of(&LatencyPoint::added_p99)),
             );
         }
     }
     md.push('\n');
-    md += &targets(rows);
     md
 }
 
-fn find<'a>(rows: &'a [Row], scenario: &str, consumer: &str) -> Option<&'a Row> {
-    rows.iter()
-        .find(|r| r.scenario == scenario && r.consumer == consumer)
-}
-
-/// The issue's targets, checked against this run.
-fn targets(rows: &[Row]) -> String {
-    let mut out = String::from("## Targets (ratios to c-classic in the same run)\n\n");
-    let mut check = |what: String, value: Option<f64>, target: f64| {
-        let line = match value {
-            Some(v) => format!(
-                "- {what}: {v:.2}x, target >= {target:.2}x: {}\n",
-                if v >= target { "met" } else { "MISSED" }
-            ),
-            None => format!("- {what}: not measured in this run\n"),
-        };
-        out.push_str(&line);
-    };
-    for scenario in ["udp-64", "udp-1400"] {
-        check(
-            format!("{scenario} core (per packet)"),
-            find(rows, scenario, "core").map(|r| r.ratio),
-            1.0,
-        );
-        let target = if scenario == "udp-64" { 1.85 } else { 1.9 };
-        for consumer in ["dispatch-0", "dispatch-1", "dispatch-2"] {
-            check(
-                format!("{scenario} {consumer} (coalescing)"),
-                find(rows, scenario, consumer).map(|r| r.ratio),
-                target,
-            );
-            if let (Some(d), Some(b)) = (
-                find(rows, scenario, consumer),
-                find(rows, scenario, "c-batch"),
-            ) {
-                check(
-                    format!("{scenario} {consumer} relative to c-batch"),
-                    Some(d.ratio / b.ratio),
-                    1.0,
-                );
-            }
-        }
-    }
-    for scenario in ["udp-64", "udp-1400"] {
-        if let (Some(ours), Some(theirs)) = (
-            find(rows, scenario, "py-nfqueue"),
-            find(rows, scenario, "py-reference"),
-        ) {
-            check(
-                format!("{scenario} py-nfqueue relative to py-reference (same script)"),
-                Some(ours.ratio / theirs.ratio),
-                1.5,
-            );
-        }
-    }
-    for consumer in ["dispatch-0", "dispatch-1", "dispatch-2", "core"] {
-        check(
-            format!("tcp-gso {consumer} vs c-classic, both with GSO"),
-            find(rows, "tcp-gso", consumer).map(|r| r.ratio),
-            1.4,
-        );
-        if let (Some(d), Some(c)) = (
-            find(rows, "tcp-gso", consumer),
-            find(rows, "tcp-nogso", "c-classic"),
-        ) {
-            check(
-                format!("tcp-gso {consumer} vs c-classic without GSO (ratio of medians)"),
-                Some(d.median / c.median),
-                1.4,
-            );
-        }
-    }
-    check(
-        "heavy handler: 2 workers vs 1".into(),
-        find(rows, "heavy", "heavy-2").map(|r| r.ratio),
-        1.7,
-    );
-    out
-}
-
-pub fn csv(samples: &[(String, Sample)]) -> String {
+pub fn csv(measured: &[Measured]) -> String {
     let mut out = String::from(
-        "scenario,consumer,round,secs,sent,accepted,accepted_bytes,consumer_count,proc_cpu_s,cpus_busy_s,queue_full_drops,socket_drops,tcp_bps\n",
+        "scenario,consumer,round,secs,sent,accepted,accepted_bytes,consumer_count,proc_cpu_s,cpus_busy_s,queue_full_drops,socket_drops,tcp_bps,recv_threads_cpu_s,queued_per_queue\n",
     );
-    for (scenario, s) in samples {
-        let _ = writeln!(
-            out,
-            "{scenario},{},{},{:.4},{},{},{},{},{:.2},{:.2},{},{},{}",
-            s.consumer,
-            s.round,
-            s.secs,
-            s.sent,
-            s.accepted,
-            s.accepted_bytes,
-            s.consumer_count,
-            s.proc_cpu,
-            s.cpus_busy,
-            s.queue_full,
-            s.user_drops,
-            s.tcp_bps.map_or(String::new(), |b| format!("{b:.0}"))
-        );
+    for m in measured {
+        for s in m.samples.iter().flatten() {
+            let queued: Vec<String> = s.queued.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "{},{},{},{:.4},{},{},{},{},{:.2},{:.2},{},{},{},{},{}",
+                m.scenario.name,
+                s.consumer,
+                s.round,
+                s.secs,
+                s.sent,
+                s.accepted,
+                s.accepted_bytes,
+                s.consumer_count,
+                s.proc_cpu,
+                s.cpus_busy,
+                s.queue_full,
+                s.user_drops,
+                s.tcp_bps.map_or(String::new(), |b| format!("{b:.0}")),
+                s.recv_cpu.map_or(String::new(), |c| format!("{c:.2}")),
+                queued.join(";")
+            );
+        }
     }
     out
-}
-
-const COLORS: &[&str] = &[
-    "#7f7f7f", "#bcbd22", "#1f77b4", "#9467bd", "#ff7f0e", "#d62728", "#2ca02c", "#17becf",
-];
-
-fn color(consumer: &str) -> &'static str {
-    let order = [
-        "c-classic",
-        "c-batch",
-        "core",
-        "nfq",
-        "dispatch-0",
-        "dispatch-1",
-        "dispatch-2",
-        "heavy-1",
-        "heavy-2",
-    ];
-    let i = order.iter().position(|c| *c == consumer).unwrap_or(0);
-    COLORS[i % COLORS.len()]
-}
-
-/// Grouped bars: one panel per scenario (each with its own scale and unit), a
-/// bar per consumer at its median, a whisker from min to max.
-pub fn svg(rows: &[Row]) -> String {
-    let scenarios: Vec<&str> = SCENARIOS
-        .iter()
-        .map(|s| s.name)
-        .filter(|name| rows.iter().any(|r| r.scenario == *name))
-        .collect();
-    let (bar, gap, left, panel_h, top) = (64.0, 16.0, 70.0, 260.0, 40.0);
-    let most = scenarios
-        .iter()
-        .map(|s| rows.iter().filter(|r| r.scenario == *s).count())
-        .max()
-        .unwrap_or(1) as f64;
-    let width = left + most * (bar + gap) + 40.0;
-    let height = top + scenarios.len() as f64 * (panel_h + 60.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
-         font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"22\" font-size=\"15\">nfqueue benchmark: median per consumer \
-         (whiskers: min-max), ratio to the first</text>\n"
-    );
-    for (p, scenario) in scenarios.iter().enumerate() {
-        let these: Vec<&Row> = rows.iter().filter(|r| r.scenario == *scenario).collect();
-        let y0 = top + p as f64 * (panel_h + 60.0) + 20.0;
-        let base = y0 + panel_h;
-        let scale_max = these.iter().map(|r| r.max).fold(0.0, f64::max).max(1e-9) * 1.1;
-        let unit = these[0].unit();
-        let _ = writeln!(
-            svg,
-            "<text x=\"{left}\" y=\"{:.0}\" font-size=\"13\" font-weight=\"bold\">{scenario} ({unit})</text>",
-            y0 - 6.0
-        );
-        for tick in 0..=4 {
-            let v = scale_max * tick as f64 / 4.0;
-            let y = base - panel_h * tick as f64 / 4.0;
-            let label = if unit == "pps" {
-                format!("{:.0}k", v / 1000.0)
-            } else {
-                format!("{v:.1}")
-            };
-            let _ = writeln!(
-                svg,
-                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.0}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-                 <text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
-                width - 20.0,
-                left - 6.0,
-                y + 4.0
-            );
-        }
-        for (i, r) in these.iter().enumerate() {
-            let x = left + gap / 2.0 + i as f64 * (bar + gap);
-            let h = panel_h * r.median / scale_max;
-            let y = |v: f64| base - panel_h * v / scale_max;
-            let cx = x + bar / 2.0;
-            let value = if unit == "pps" {
-                format!("{:.0}k", r.median / 1000.0)
-            } else {
-                format!("{:.2}", r.median)
-            };
-            let _ = writeln!(
-                svg,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{h:.1}\" fill=\"{}\"/>\
-                 <line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\
-                 <text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{value} ({:.2}x)</text>\
-                 <text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                base - h,
-                color(r.consumer),
-                y(r.min),
-                y(r.max),
-                y(r.max) - 4.0,
-                r.ratio,
-                base + 14.0,
-                r.consumer
-            );
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
 }

@@ -5,8 +5,11 @@
 
 mod asan;
 mod bench;
+mod bench_latency;
 mod bench_measure;
 mod bench_report;
+mod bench_svg;
+mod bench_targets;
 mod bindings;
 mod cmd;
 mod demo;
