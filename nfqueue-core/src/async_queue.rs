@@ -153,16 +153,28 @@ impl AsyncQueue {
         PacketStream { queue: self }
     }
 
-    /// Whether the stop handle was used; if not, this task is woken when it is.
-    fn poll_stopped(&self, cx: &mut Context<'_>) -> bool {
-        self.fd.get_ref().stop_handle().is_stopped() || self.stop.poll_read_ready(cx).is_ready()
+    /// Whether the stop handle was used.
+    fn stopped(&self) -> bool {
+        self.fd.get_ref().stop_handle().is_stopped()
+    }
+
+    /// `Pending`, with this task to be woken by the stop handle too, or
+    /// [`Error::Stopped`] if it was used meanwhile. Called only when about to
+    /// sleep on the socket: registering a waker costs a lock, which a busy
+    /// queue should not pay per packet.
+    fn pending_unless_stopped<T>(&self, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if self.stop.poll_read_ready(cx).is_ready() || self.stopped() {
+            Poll::Ready(Err(Error::Stopped))
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Where the next packet lies in the receive buffer, reading a datagram
     /// when the socket is readable.
     fn poll_found(&mut self, cx: &mut Context<'_>) -> Poll<Result<Found>> {
         loop {
-            if self.poll_stopped(cx) {
+            if self.stopped() {
                 return Poll::Ready(Err(Error::Stopped));
             }
             // Messages read already (the rest of a datagram, or packets kept
@@ -175,9 +187,10 @@ impl AsyncQueue {
                     Err(err) => return Poll::Ready(Err(err)),
                 }
             }
-            let mut ready = match ready!(self.fd.poll_read_ready_mut(cx)) {
-                Ok(ready) => ready,
-                Err(err) => return Poll::Ready(Err(sys("poll")(err))),
+            let mut ready = match self.fd.poll_read_ready_mut(cx) {
+                Poll::Pending => return self.pending_unless_stopped(cx),
+                Poll::Ready(Ok(ready)) => ready,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(sys("poll")(err))),
             };
             match ready.get_inner_mut().next_found(Wait::No) {
                 Ok(Some(found)) => return Poll::Ready(Ok(found)),
@@ -196,7 +209,7 @@ impl AsyncQueue {
         handler: &mut impl FnMut(Packet<'_>),
     ) -> Poll<Result<usize>> {
         loop {
-            if self.poll_stopped(cx) {
+            if self.stopped() {
                 return Poll::Ready(Err(Error::Stopped));
             }
             if self.fd.get_ref().has_buffered() {
@@ -205,9 +218,10 @@ impl AsyncQueue {
                     handled => return Poll::Ready(handled),
                 }
             }
-            let mut ready = match ready!(self.fd.poll_read_ready_mut(cx)) {
-                Ok(ready) => ready,
-                Err(err) => return Poll::Ready(Err(sys("poll")(err))),
+            let mut ready = match self.fd.poll_read_ready_mut(cx) {
+                Poll::Pending => return self.pending_unless_stopped(cx),
+                Poll::Ready(Ok(ready)) => ready,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(sys("poll")(err))),
             };
             match ready.get_inner_mut().recv_burst(max, &mut *handler) {
                 // A burst that handled nothing found the socket empty.

@@ -24,6 +24,12 @@ pub const RECV_BUFFER_LEN: usize = 128 * 1024;
 /// Datagrams asked for per `recvmmsg` call.
 pub const BURST_LEN: usize = 16;
 
+/// Distance between the starts of two burst buffers: a buffer and then 5
+/// cache lines more, so that the datagrams of a burst (each at the start of
+/// its buffer) do not all fall in the same cache sets, as buffers at the same
+/// offset of their pages would.
+const BURST_STRIDE: usize = RECV_BUFFER_LEN + 5 * 64;
+
 /// How long a receive may block.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Wait {
@@ -52,8 +58,9 @@ pub(crate) struct RecvBuffer {
     cursor: usize,
     /// Messages that arrived while waiting for a configuration answer.
     stash: VecDeque<Box<[u8]>>,
-    /// Buffers for [`burst`](Self::burst), made on its first use.
-    burst: Option<Box<[Box<[u8]>]>>,
+    /// The buffers of [`burst`](Self::burst), one region made on its first
+    /// use: buffer `i` starts at `i * BURST_STRIDE`.
+    burst: Option<Box<[u8]>>,
 }
 
 impl RecvBuffer {
@@ -254,11 +261,9 @@ impl RecvBuffer {
             }
         }
         let counters = &shared.counters;
-        let slots = self.burst.get_or_insert_with(|| {
-            (0..BURST_LEN)
-                .map(|_| vec![0; RECV_BUFFER_LEN].into_boxed_slice())
-                .collect()
-        });
+        let region = self
+            .burst
+            .get_or_insert_with(|| vec![0; BURST_LEN * BURST_STRIDE].into_boxed_slice());
         while handled < max {
             // SAFETY: all-zero is a valid value for these plain C structs; every
             // pointer is set below before the call.
@@ -268,10 +273,10 @@ impl RecvBuffer {
             for ((iov, header), slot) in iovecs
                 .iter_mut()
                 .zip(headers.iter_mut())
-                .zip(slots.iter_mut())
+                .zip(region.chunks_exact_mut(BURST_STRIDE))
             {
                 iov.iov_base = slot.as_mut_ptr().cast();
-                iov.iov_len = slot.len();
+                iov.iov_len = RECV_BUFFER_LEN;
                 header.msg_hdr.msg_iov = iov;
                 header.msg_hdr.msg_iovlen = 1;
             }
@@ -305,7 +310,11 @@ impl RecvBuffer {
                 }
             }
             let received = received as usize;
-            for (header, slot) in headers.iter().zip(slots.iter()).take(received) {
+            for (header, slot) in headers
+                .iter()
+                .zip(region.chunks_exact(BURST_STRIDE))
+                .take(received)
+            {
                 if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                     Counters::bump_receive(&counters.malformed);
                     continue;
