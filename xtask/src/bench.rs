@@ -17,6 +17,7 @@
 //! the latency scenario, `bench_report.rs`, `bench_targets.rs` and
 //! `bench_svg.rs` for the output.
 
+use crate::bench_callgrind as callgrind;
 use crate::bench_latency::{self as latency, LatencyPoint};
 use crate::bench_measure::{self as measure, Measured, Sample};
 use crate::bench_report as report;
@@ -46,7 +47,7 @@ const C_PROGRAMS: &[(&str, &[&str])] = &[
 
 pub const USAGE: &str =
     "  bench [--quick] [--rounds N] [--secs S] [--scenario NAME]... [--consumer NAME]...
-        [--sender-gso SEGMENTS] [--soak PACKETS]
+        [--sender-gso SEGMENTS] [--soak PACKETS] [--callgrind PACKETS]
                                packets per second through NFQUEUE, nfqueue's consumers
                                side by side with C and Python ones, in a throwaway
                                network namespace; results (results.md, .csv, .svg,
@@ -75,7 +76,10 @@ pub const USAGE: &str =
                                the baseline of its ratios). The UDP sender sends
                                SEGMENTS datagrams per UDP GSO message (default 16;
                                1: plain). --soak runs PACKETS through the Rust
-                               consumers instead and reports their RSS
+                               consumers instead and reports their RSS (soak.md);
+                               --callgrind counts each consumer's user-space
+                               instructions per packet under valgrind instead, from
+                               two runs of about PACKETS and 2 x PACKETS (callgrind.md)
 ";
 
 /// What the command line asked for; passed on to the inner run as arguments.
@@ -86,6 +90,7 @@ pub struct Options {
     pub scenarios: Vec<String>,
     pub consumers: Vec<String>,
     pub soak: Option<u64>,
+    pub callgrind: Option<u64>,
     /// Datagrams per UDP GSO message of the sender (1: no GSO).
     pub segments: u32,
 }
@@ -98,6 +103,7 @@ impl Options {
             scenarios: Vec::new(),
             consumers: Vec::new(),
             soak: None,
+            callgrind: None,
             segments: 16,
         };
         let mut it = args.iter();
@@ -121,6 +127,7 @@ impl Options {
                     .consumers
                     .extend(value("--consumer")?.split(',').map(String::from)),
                 "--soak" => opts.soak = Some(value("--soak")?.parse()?),
+                "--callgrind" => opts.callgrind = Some(value("--callgrind")?.parse()?),
                 "--sender-gso" => opts.segments = value("--sender-gso")?.parse()?,
                 other => return Err(format!("bench: unknown argument `{other}`").into()),
             }
@@ -133,6 +140,12 @@ impl Options {
         }
         if opts.soak.is_some_and(|n| n == 0 || n > 1_000_000_000) {
             return Err("bench: --soak is 1..=1000000000 packets".into());
+        }
+        if opts.callgrind.is_some_and(|n| n == 0 || n > 10_000_000) {
+            return Err("bench: --callgrind is 1..=10000000 packets".into());
+        }
+        if opts.soak.is_some() && opts.callgrind.is_some() {
+            return Err("bench: --soak and --callgrind are separate runs".into());
         }
         for name in &opts.scenarios {
             if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -171,6 +184,9 @@ impl Options {
         }
         if let Some(n) = self.soak {
             args.extend(["--soak".into(), n.to_string()]);
+        }
+        if let Some(n) = self.callgrind {
+            args.extend(["--callgrind".into(), n.to_string()]);
         }
         args
     }
@@ -242,7 +258,8 @@ impl Scenario {
     }
 }
 
-const ALL: &[&str] = &[
+/// Every consumer of the UDP scenarios.
+pub const ALL: &[&str] = &[
     "c-classic",
     "c-batch",
     "core",
@@ -464,13 +481,14 @@ pub fn run(args: &[String]) -> Result<u8> {
                 .into(),
         );
     }
-    ensure_tools()?;
+    ensure_tools(opts.callgrind.is_some())?;
     let out = out_dir();
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin)?;
     build_c(&bin)?;
     build_examples(&bin)?;
     let python_wanted = opts.soak.is_none()
+        && opts.callgrind.is_none()
         && SCENARIOS
             .iter()
             .filter(|s| opts.wants(s.name))
@@ -534,7 +552,13 @@ impl Pace {
 fn budget(opts: &Options, pace: Pace) -> Duration {
     let overhead = pace.overhead();
     let mut secs = if pace == Pace::Limit { 60.0 } else { 10.0 };
-    for scenario in SCENARIOS.iter().filter(|s| opts.wants(s.name)) {
+    // A soak or callgrind run measures nothing else.
+    let scenarios = if opts.soak.is_some() || opts.callgrind.is_some() {
+        &[][..]
+    } else {
+        SCENARIOS
+    };
+    for scenario in scenarios.iter().filter(|s| opts.wants(s.name)) {
         let consumers = opts.consumers_of(scenario).len() as f64;
         secs += match scenario.traffic {
             Traffic::Latency => {
@@ -563,13 +587,26 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
     secs += opts
         .soak
         .map_or(0.0, |n| 2.0 * (n as f64 / 50_000.0 + 30.0));
+    secs += opts.callgrind.map_or(0.0, |n| {
+        let consumers = callgrind::consumers().len() as f64;
+        match pace {
+            // About 10,000 packets per second under callgrind.
+            Pace::Typical => consumers * (3.0 * n as f64 / 10_000.0 + 4.0 * overhead),
+            Pace::Limit => {
+                consumers * (callgrind::run_limit(n) + callgrind::run_limit(2 * n)).as_secs_f64()
+            }
+        }
+    });
     Duration::from_secs_f64(secs)
 }
 
 /// The tools the benchmark runs, beyond `cargo xtask prereqs`: installed with
 /// apt-get as root on Debian, else named.
-fn ensure_tools() -> Result<()> {
-    let tools = [("iperf3", "iperf3"), ("taskset", "util-linux")];
+fn ensure_tools(callgrind: bool) -> Result<()> {
+    let mut tools = vec![("iperf3", "iperf3"), ("taskset", "util-linux")];
+    if callgrind {
+        tools.push(("valgrind", "valgrind"));
+    }
     let missing: Vec<_> = tools
         .iter()
         .filter(|(program, _)| find_program(program).is_none())
@@ -643,6 +680,13 @@ pub fn inner(args: &[String]) -> Result<u8> {
         print!("{text}");
         std::fs::write(out.join("soak.md"), &text)?;
         eprintln!("bench: wrote {}", out.join("soak.md").display());
+        return Ok(0);
+    }
+    if let Some(packets) = opts.callgrind {
+        let text = callgrind::run(&programs, packets, opts.segments)?;
+        print!("{text}");
+        std::fs::write(out.join("callgrind.md"), &text)?;
+        eprintln!("bench: wrote {}", out.join("callgrind.md").display());
         return Ok(0);
     }
 
@@ -804,5 +848,18 @@ mod tests {
         // 4 scenarios of 10 consumers and 3 of 3, 6 rounds of 2 s, at least.
         let windows = (4 * 10 + 3 * 3) as f64 * 6.0 * 2.0;
         assert!(budget(&all, Pace::Typical).as_secs_f64() > windows);
+    }
+
+    #[test]
+    fn a_callgrind_run_is_timed_by_its_packets_alone() {
+        let small = Options::parse(&args(&["--callgrind", "1000"])).unwrap();
+        let large = Options::parse(&args(&["--callgrind", "100000"])).unwrap();
+        assert!(budget(&small, Pace::Limit) < budget(&large, Pace::Limit));
+        assert!(budget(&large, Pace::Limit) < budget(&Options::parse(&[]).unwrap(), Pace::Limit));
+        // Both runs of every consumer fit, at the slowest rate allowed.
+        let runs = callgrind::consumers().len() as f64 * 3.0 * 100_000.0 / 1_000.0;
+        assert!(budget(&large, Pace::Limit).as_secs_f64() > runs);
+        assert!(Options::parse(&args(&["--callgrind", "0"])).is_err());
+        assert!(Options::parse(&args(&["--callgrind", "10", "--soak", "10"])).is_err());
     }
 }

@@ -20,7 +20,8 @@ const TCP_PORT: &str = "5201";
 /// The CPU of the traffic source; consumers get the other one.
 pub const SENDER_CPU: &str = "0";
 /// How long a consumer may take to bind its queues, and to exit after SIGTERM.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// Long enough for a consumer under valgrind too.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name the dispatcher gives its receive threads (`nfq-recv-QUEUE`).
 const RECV_THREAD: &str = "nfq-recv";
@@ -203,7 +204,7 @@ pub fn nfqueue_target(queues: u16) -> Vec<String> {
 
 /// Makes the UDP rule (the first of mangle OUTPUT) queue to `queues` queues,
 /// to match what the next consumer binds.
-fn set_udp_queues(queues: u16) -> Result<()> {
+pub fn set_udp_queues(queues: u16) -> Result<()> {
     cmd::run_ok(
         cmd::program("iptables")
             .args(["-t", "mangle", "-R", "OUTPUT", "1"])
@@ -246,8 +247,10 @@ impl Running {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "bench: {} did not bind its {} queue(s) from {QUEUE} on in 5s",
-                    consumer.name, consumer.queues
+                    "bench: {} did not bind its {} queue(s) from {QUEUE} on in {}s",
+                    consumer.name,
+                    consumer.queues,
+                    START_TIMEOUT.as_secs()
                 )
                 .into());
             }
@@ -465,6 +468,41 @@ fn json_number_after(json: &str, section: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// 64-byte UDP datagrams from one socket, and their sender, for the runs that
+/// count packets rather than time them (soak, callgrind).
+fn plain_udp_64(segments: u32) -> (Traffic, Sender) {
+    let traffic = Traffic::Udp {
+        size: 64,
+        sources: 0,
+    };
+    let sender = Sender {
+        size: 64,
+        sources: 0,
+        segments,
+        nice: false,
+    };
+    (traffic, sender)
+}
+
+/// Floods the UDP rule with 64-byte datagrams, half a second at a time, until
+/// the counting rule has seen `packets` more than when called or `deadline`
+/// passes; returns how many it saw.
+pub fn flood_until(
+    programs: &Programs,
+    packets: u64,
+    segments: u32,
+    deadline: Instant,
+) -> Result<u64> {
+    let (traffic, sender) = plain_udp_64(segments);
+    let (first, _) = accept_counter(traffic)?;
+    let mut seen = 0;
+    while seen < packets && Instant::now() < deadline {
+        sender.run(programs, 0.5, None)?;
+        seen = accept_counter(traffic)?.0 - first;
+    }
+    Ok(seen)
+}
+
 /// Packets and bytes of the counting rule in filter OUTPUT.
 fn accept_counter(traffic: Traffic) -> Result<(u64, u64)> {
     let port = match traffic {
@@ -606,16 +644,7 @@ pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> 
          | consumer | packets accepted | seconds | RSS after bind (KiB) | RSS after 1st second | RSS at end | max RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
-    let traffic = Traffic::Udp {
-        size: 64,
-        sources: 0,
-    };
-    let sender = Sender {
-        size: 64,
-        sources: 0,
-        segments,
-        nice: false,
-    };
+    let (traffic, sender) = plain_udp_64(segments);
     set_udp_queues(1)?;
     for name in ["core", "dispatch-1", "dispatch-2", "nfq"] {
         let consumer = programs.consumer(name);

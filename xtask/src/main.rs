@@ -5,6 +5,7 @@
 
 mod asan;
 mod bench;
+mod bench_callgrind;
 mod bench_latency;
 mod bench_measure;
 mod bench_report;
