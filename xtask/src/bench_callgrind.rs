@@ -62,8 +62,7 @@ pub fn run(programs: &Programs, packets: u64, segments: u32) -> Result<String> {
     fs::create_dir_all(&dir)?;
     measure::set_udp_queues(1)?;
     let mut counted = Vec::new();
-    let names = consumers();
-    for &name in &names {
+    for name in consumers() {
         let plain = programs.consumer(name);
         let mut one = Counted {
             name,
