@@ -9,35 +9,19 @@
 //! ```
 
 use clap::Parser;
-use nfqueue_core::{AsyncQueue, Error, Queue, QueueConfig, QueueFlags};
-use nfqueue_examples::stop_on_signals;
+use nfqueue_core::{AsyncQueue, Error};
+use nfqueue_examples::bench;
 
 /// Benchmark consumer: accept every packet, one verdict each, with tokio.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The queue number to bind.
-    queue: u16,
-    /// Receive GSO super-packets whole.
-    #[arg(long)]
-    gso: bool,
+    #[command(flatten)]
+    queue: bench::QueueArgs,
 }
 
-/// The receive buffer every benchmark consumer asks for.
-const RECV_BUFFER: usize = 8 << 20;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    let flags = if args.gso {
-        QueueFlags::GSO
-    } else {
-        QueueFlags::empty()
-    };
-    let mut queue = Queue::open()?;
-    stop_on_signals(queue.stop_handle())?;
-    queue.bind(args.queue, &QueueConfig::default().flags(flags))?;
-    queue.set_recv_buffer_size(RECV_BUFFER)?;
-    eprintln!("bench_async: bound queue {}", args.queue);
+    let queue = bench::bind("bench_async", &Args::parse().queue)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -18,8 +18,8 @@
 //! done meanwhile.
 
 use clap::Parser;
-use nfqueue::{Dispatcher, PacketView, QueueConfig, QueueFlags, StopHandle, Verdict};
-use nfqueue_examples::stop_on_signals;
+use nfqueue::{Dispatcher, PacketView, QueueConfig, StopHandle, Verdict};
+use nfqueue_examples::{bench, stop_on_signals};
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -53,11 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("bench_dispatch: --queues goes past queue 65535")?;
     let busy = Duration::from_micros(args.busy_us);
     let rounds = if busy.is_zero() { 0 } else { calibrate(busy) };
-    let flags = if args.gso {
-        QueueFlags::GSO
-    } else {
-        QueueFlags::empty()
-    };
+    let flags = bench::flags(args.gso);
 
     // Block the signals before the dispatcher starts its threads, so that only
     // the signal thread sees them; it stops `signalled`, which stops the

@@ -14,27 +14,25 @@
 
 use clap::Parser;
 use nfqueue_core::StopHandle;
-use nfqueue_examples::stop_on_signals;
+use nfqueue_examples::{bench, stop_on_signals};
 use std::io::ErrorKind;
 
 /// Benchmark consumer on the `nfq` crate: accept every packet.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The queue number to bind.
-    queue: u16,
-    /// Receive GSO super-packets whole.
-    #[arg(long)]
-    gso: bool,
+    #[command(flatten)]
+    queue: bench::QueueArgs,
 }
 
-const RECV_BUFFER: libc::c_int = 8 << 20;
+/// [`bench::RECV_BUFFER`] as the `int` that `setsockopt` takes.
+const RECV_BUFFER: libc::c_int = bench::RECV_BUFFER as libc::c_int;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Args {
+    let bench::QueueArgs {
         queue: queue_num,
         gso,
-    } = Args::parse();
+    } = Args::parse().queue;
     let stop = StopHandle::new()?;
     stop_on_signals(stop.clone())?;
 

@@ -1,7 +1,8 @@
-//! Helpers shared by the example programs: value parsers for their command
-//! lines, stopping on SIGINT/SIGTERM, closing statistics, a pcapng writer,
+//! Helpers shared by the example programs: what the benchmark consumers
+//! share, value parsers for their command lines, stopping on SIGINT/SIGTERM, closing statistics, a pcapng writer,
 //! the iptables rules of the `firewall`, and a metrics endpoint.
 
+pub mod bench;
 pub mod cli;
 pub mod metrics_http;
 pub mod pcapng;
