@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{queue_udp_port, Running};
+use common::Running;
+use nfqueue_testkit::rules::queue_udp;
 use nfqueue_testkit::{counters, enter_new_netns, traffic};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ const TIMEOUT_MS: u64 = 400;
 /// A receiver on its own port, queued to queue 0 from OUTPUT.
 fn queued_receiver() -> UdpSocket {
     let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
-    queue_udp_port(false, "OUTPUT", receiver.local_addr().unwrap().port());
+    queue_udp(false, "OUTPUT", receiver.local_addr().unwrap().port(), 0);
     receiver
 }
 

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{queue_udp_port, stat_line, Running};
+use common::{stat_line, Running};
+use nfqueue_testkit::rules::queue_udp;
 use nfqueue_testkit::{counters, enter_new_netns, iptables};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -178,8 +179,8 @@ fn metrics_scraped_during_traffic_match_the_packets_sent() {
     let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let closed_port = closed.local_addr().unwrap().port().to_string();
     // UDP only: the scrapes over TCP are not queued.
-    queue_udp_port(false, "OUTPUT", open.local_addr().unwrap().port());
-    queue_udp_port(false, "OUTPUT", closed.local_addr().unwrap().port());
+    queue_udp(false, "OUTPUT", open.local_addr().unwrap().port(), 0);
+    queue_udp(false, "OUTPUT", closed.local_addr().unwrap().port(), 0);
     let mut firewall = Running::start(
         "firewall",
         &[

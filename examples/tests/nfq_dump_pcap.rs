@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{queue_udp_port, stat_line, Running, TempFile};
+use common::{stat_line, Running, TempFile};
+use nfqueue_testkit::rules::queue_udp;
 use nfqueue_testkit::{counters, enter_new_netns};
 use pcap_parser::pcapng::{Block, EnhancedPacketBlock, InterfaceDescriptionBlock};
 use pcap_parser::{Linktype, PcapNGCapture};
@@ -126,10 +127,10 @@ fn every_packet_reaches_the_capture_with_bytes_time_and_comment() {
     let blocked = receiver(Ipv4Addr::LOCALHOST.into());
     let port = |s: &UdpSocket| s.local_addr().unwrap().port();
     // Arriving packets (INPUT) carry the kernel's stamp; sent ones (OUTPUT) do not.
-    queue_udp_port(false, "INPUT", port(&stamped));
-    queue_udp_port(true, "INPUT", port(&stamped6));
-    queue_udp_port(false, "OUTPUT", port(&plain));
-    queue_udp_port(false, "OUTPUT", port(&blocked));
+    queue_udp(false, "INPUT", port(&stamped), 0);
+    queue_udp(true, "INPUT", port(&stamped6), 0);
+    queue_udp(false, "OUTPUT", port(&plain), 0);
+    queue_udp(false, "OUTPUT", port(&blocked), 0);
 
     let file = TempFile::new("capture.pcapng");
     let path = file.0.to_str().unwrap();
@@ -322,7 +323,7 @@ fn every_packet_reaches_the_capture_with_bytes_time_and_comment() {
 fn a_capture_on_stdout_moves_the_lines_away() {
     let _netns = enter_new_netns();
     let to = receiver(Ipv4Addr::LOCALHOST.into());
-    queue_udp_port(false, "OUTPUT", to.local_addr().unwrap().port());
+    queue_udp(false, "OUTPUT", to.local_addr().unwrap().port(), 0);
     let mut dump = Running::start("nfq-dump", &["--pcap", "-", "--quiet", "--count", "3", "0"]);
     wait_bound(&mut dump);
     let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -356,7 +357,7 @@ fn a_capture_on_stdout_moves_the_lines_away() {
 fn a_capture_reader_that_goes_away_ends_the_dump_cleanly() {
     let _netns = enter_new_netns();
     let to = receiver(Ipv4Addr::LOCALHOST.into());
-    queue_udp_port(false, "OUTPUT", to.local_addr().unwrap().port());
+    queue_udp(false, "OUTPUT", to.local_addr().unwrap().port(), 0);
     // Wireshark closed: the read end of the capture's pipe is gone.
     let mut dump = std::process::Command::new(common::example("nfq-dump"))
         .args(["--pcap", "-", "--quiet", "0"])

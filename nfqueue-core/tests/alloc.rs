@@ -3,7 +3,7 @@
 //! verdict at a time and in batches, after a warm-up.
 
 use nfqueue_core::{Queue, QueueConfig, VerdictBatch, VerdictKind};
-use nfqueue_testkit::{alloc, cmd, traffic, Netns};
+use nfqueue_testkit::{alloc, rules, traffic, Netns};
 use std::time::Duration;
 
 #[global_allocator]
@@ -25,19 +25,7 @@ fn receive_and_verdict_allocate_nothing_per_packet() {
     ns.enter();
     let udp = traffic::udp_pair_v4();
     traffic::set_big_sndbuf(&udp.sender);
-    let port = udp.dest().port().to_string();
-    cmd::iptables([
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "7",
-    ]);
+    rules::queue_udp(false, "OUTPUT", udp.dest().port(), QUEUE);
     let mut queue = Queue::open().unwrap();
     queue.bind(QUEUE, &QueueConfig::default()).unwrap();
     queue.set_recv_buffer_size(4 << 20).unwrap();

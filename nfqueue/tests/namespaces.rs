@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_no_queue_left, queue_udp_counted, udp_data};
 use nfqueue::{Dispatcher, PacketView, Verdict};
-use nfqueue_testkit::{counters, enter_new_netns, iptables, traffic, Router};
+use nfqueue_testkit::{counters, enter_new_netns, rules, traffic, Router};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,20 +28,8 @@ fn a_dispatcher_serves_another_namespace_and_names_its_interfaces() {
         .a
         .ns
         .run(|| traffic::udp_sender(net.a.iface.ipv4.into()));
-    net.r.run(|| {
-        iptables([
-            "-A",
-            "FORWARD",
-            "-p",
-            "udp",
-            "--dport",
-            &dest.port().to_string(),
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "4",
-        ])
-    });
+    net.r
+        .run(|| rules::queue_udp(false, "FORWARD", dest.port(), 4));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let names = Arc::clone(&seen);
     let dispatcher = Dispatcher::builder()

@@ -44,6 +44,7 @@ pub mod caps;
 pub mod cmd;
 pub mod counters;
 pub mod netns;
+pub mod rules;
 pub mod topology;
 pub mod traffic;
 

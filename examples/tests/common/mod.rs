@@ -190,29 +190,6 @@ impl Drop for Running {
     }
 }
 
-/// Appends a rule to `chain` that queues UDP to `port` on queue 0, with
-/// ip6tables when `v6`, else iptables.
-pub fn queue_udp_port(v6: bool, chain: &str, port: u16) {
-    let port = port.to_string();
-    let args = [
-        "-A",
-        chain,
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "0",
-    ];
-    if v6 {
-        nfqueue_testkit::ip6tables(args);
-    } else {
-        nfqueue_testkit::iptables(args);
-    }
-}
-
 /// The value of the `name:` line of aligned closing statistics.
 pub fn stat_line(stderr: &str, name: &str) -> Option<u64> {
     stderr.lines().find_map(|line| {

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use nfqueue_core::{Packet, Queue, QueueConfig};
-use nfqueue_testkit::{cmd, traffic};
-use std::net::{IpAddr, SocketAddr};
+use nfqueue_testkit::{rules, traffic};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// How long a test waits for a packet that should come.
@@ -12,35 +12,6 @@ pub const PACKET_TIMEOUT: Duration = Duration::from_secs(3);
 // Not every test binary uses it, as with the rest of this module.
 #[allow(unused_imports)]
 pub use nfqueue_testkit::enter_new_netns;
-
-/// `iptables` for IPv4 destinations, `ip6tables` for IPv6 ones.
-pub fn tables_for(addr: &SocketAddr) -> &'static str {
-    if addr.is_ipv4() {
-        "iptables"
-    } else {
-        "ip6tables"
-    }
-}
-
-/// Sends UDP packets to `dest` (in this thread's namespace) through queue `queue`
-/// from the OUTPUT chain.
-pub fn queue_udp_output(dest: &SocketAddr, queue: u16) {
-    cmd::run(
-        tables_for(dest),
-        [
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "--dport",
-            &dest.port().to_string(),
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &queue.to_string(),
-        ],
-    );
-}
 
 /// A queue socket with `queue` bound with default settings.
 pub fn bound_queue(queue: u16) -> Queue {
@@ -92,7 +63,7 @@ pub fn udp_through_queue(v6: bool, queue: u16) -> traffic::UdpPair {
     } else {
         traffic::udp_pair_v4()
     };
-    queue_udp_output(&udp.dest(), queue);
+    rules::queue_udp(v6, "OUTPUT", udp.dest().port(), queue);
     udp
 }
 
