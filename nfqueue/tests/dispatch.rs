@@ -8,7 +8,9 @@ use common::{
     Collector,
 };
 use nfqueue::net::FlowKey;
-use nfqueue::{DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind};
+use nfqueue::{
+    DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind, DEFAULT_MAX_IN_FLIGHT,
+};
 use nfqueue_testkit::{traffic, Netns};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,6 +21,18 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn two_hundred_thousand_packets_over_two_queues_arrive_once_in_flow_order() {
+    flows_over_two_queues(DEFAULT_MAX_IN_FLIGHT);
+}
+
+#[test]
+fn with_room_for_eight_in_flight_two_queues_still_lose_nothing_and_keep_order() {
+    flows_over_two_queues(8);
+}
+
+/// 16 flows of 12,500 packets over queues 0 and 1, 4 workers with flow
+/// affinity and `max_in_flight` packets of each queue in their hands at most:
+/// every packet arrives once, each flow in order, and no queue is left.
+fn flows_over_two_queues(max_in_flight: usize) {
     let ns = Netns::new();
     ns.enter();
     let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
@@ -30,6 +44,7 @@ fn two_hundred_thousand_packets_over_two_queues_arrive_once_in_flow_order() {
     let dispatcher = Dispatcher::builder()
         .queues(0..=1)
         .workers(4)
+        .max_in_flight(max_in_flight)
         .flow_affinity(FlowKey::FiveTuple)
         .build(|_: &PacketView<'_>| Verdict::accept())
         .unwrap();
