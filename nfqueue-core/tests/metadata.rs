@@ -77,23 +77,7 @@ fn to_micros(t: SystemTime) -> SystemTime {
 fn queue_in(ns: &nfqueue_testkit::Netns, v6: bool, chain: &str, port: u16, num: u16) -> Queue {
     let mut queue = ns.run(Queue::open).expect("opening a queue socket");
     queue.bind(num, &QueueConfig::default()).unwrap();
-    ns.run(|| {
-        nfqueue_testkit::cmd::run(
-            if v6 { "ip6tables" } else { "iptables" },
-            [
-                "-A",
-                chain,
-                "-p",
-                "udp",
-                "--dport",
-                &port.to_string(),
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                &num.to_string(),
-            ],
-        )
-    });
+    ns.run(|| nfqueue_testkit::rules::queue_udp(v6, chain, port, num));
     queue
 }
 
