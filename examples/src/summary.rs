@@ -14,7 +14,7 @@ pub fn of_queue(
     queue: &Queue,
 ) -> Map<String, Value> {
     let mut kernel = Map::new();
-    for &number in queue.bound_queues() {
+    for number in queue.bound_queues() {
         let value = match queue.kernel_stats(number) {
             Ok(Some(stats)) => counters(stats.named()),
             Ok(None) => "not bound".into(),

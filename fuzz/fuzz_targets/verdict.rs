@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use nfqueue_core::{Error, Verdict, VerdictBatch, VerdictKind, MAX_PAYLOAD};
+use nfqueue_core::{Binding, Error, Verdict, VerdictBatch, VerdictKind, MAX_PAYLOAD};
 
 #[derive(Debug, Arbitrary)]
 enum Kind {
@@ -167,7 +167,7 @@ fuzz_target!(|inputs: Vec<Input>| {
         };
         let before = batch.len();
         let result = if input.batch {
-            batch.push_up_to(input.queue, input.id, kind, input.mark)
+            batch.push_up_to(Binding::detached(input.queue).packet(input.id), kind, input.mark)
         } else {
             let mut verdict = Verdict::new(kind);
             if let Some(mark) = input.mark {
@@ -176,7 +176,7 @@ fuzz_target!(|inputs: Vec<Input>| {
             if let Some(p) = &payload {
                 verdict = verdict.with_payload(&p[..]);
             }
-            batch.push(input.queue, input.id, verdict)
+            batch.push(Binding::detached(input.queue).packet(input.id), verdict)
         };
         let too_large = !input.batch && payload.as_ref().is_some_and(|p| p.len() > MAX_PAYLOAD);
         let empty = !input.batch && payload.as_ref().is_some_and(|p| p.is_empty());

@@ -4,7 +4,7 @@
 //! `cargo bench -p nfqueue-core --bench parse_verdict`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use nfqueue_core::{PacketView, Verdict, VerdictBatch, VerdictKind};
+use nfqueue_core::{Binding, PacketView, Verdict, VerdictBatch, VerdictKind};
 use nfqueue_sys::nfqnl_attr_type as nfqa;
 use std::hint::black_box;
 
@@ -90,7 +90,12 @@ fn verdicts(c: &mut Criterion) {
     group.bench_function("VerdictBatch::push x64", |b| {
         b.iter(|| {
             for id in 0..64u32 {
-                batch.push(0, black_box(id), Verdict::accept()).unwrap();
+                batch
+                    .push(
+                        Binding::detached(0).packet(black_box(id)),
+                        Verdict::accept(),
+                    )
+                    .unwrap();
             }
             batch.clear();
         })
@@ -99,7 +104,10 @@ fn verdicts(c: &mut Criterion) {
         b.iter(|| {
             for id in 0..64u32 {
                 batch
-                    .push(0, black_box(id), Verdict::accept().with_mark(7))
+                    .push(
+                        Binding::detached(0).packet(black_box(id)),
+                        Verdict::accept().with_mark(7),
+                    )
                     .unwrap();
             }
             batch.clear();
@@ -109,7 +117,11 @@ fn verdicts(c: &mut Criterion) {
     group.bench_function("VerdictBatch::push_up_to", |b| {
         b.iter(|| {
             batch
-                .push_up_to(0, black_box(99), VerdictKind::Accept, None)
+                .push_up_to(
+                    Binding::detached(0).packet(black_box(99)),
+                    VerdictKind::Accept,
+                    None,
+                )
                 .unwrap();
             batch.clear();
         })
@@ -119,7 +131,7 @@ fn verdicts(c: &mut Criterion) {
         b.iter_batched(
             || Verdict::accept().with_payload(&payload[..]),
             |verdict| {
-                batch.push(0, 1, verdict).unwrap();
+                batch.push(Binding::detached(0).packet(1), verdict).unwrap();
                 batch.clear();
             },
             BatchSize::SmallInput,

@@ -8,11 +8,13 @@
 //! kernel handles the message inside `sendmsg`, whatever `O_NONBLOCK` says),
 //! so a verdict cannot block a runtime thread and there is nothing to await.
 
+use crate::config::QueueConfig;
 use crate::deferred::OwnedPacket;
 use crate::error::{Error, Result};
 use crate::packet::Packet;
-use crate::queue::Queue;
+use crate::queue::{check_burst_max, Queue};
 use crate::recv_buffer::{Found, Wait};
+use crate::stats::Stats;
 use futures_core::Stream;
 use std::future::poll_fn;
 use std::io;
@@ -89,15 +91,43 @@ impl AsyncQueue {
         Ok(AsyncQueue { fd, stop })
     }
 
-    /// The queue, for everything but receiving: verdict and stop handles,
-    /// settings, counters.
+    /// The queue, for everything but receiving and changing its bindings:
+    /// verdict and stop handles, counters, the receive buffer's size.
     pub fn get_ref(&self) -> &Queue {
         self.fd.get_ref()
     }
 
-    /// The queue, mutably: to bind, unbind or configure queue numbers.
-    pub fn get_mut(&mut self) -> &mut Queue {
-        self.fd.get_mut()
+    /// Binds queue number `queue`, as [`Queue::bind`] does.
+    ///
+    /// There is no `&mut Queue` while the socket is registered with the
+    /// reactor (safe code could replace the queue and close a registered
+    /// descriptor); these methods are what needs one.
+    ///
+    /// # Errors
+    /// As [`Queue::bind`].
+    pub fn bind(&mut self, queue: u16, config: &QueueConfig) -> Result<()> {
+        self.fd.get_mut().bind(queue, config)
+    }
+
+    /// Changes the settings of a bound queue, as [`Queue::configure`] does.
+    ///
+    /// # Errors
+    /// As [`Queue::configure`].
+    pub fn configure(&mut self, queue: u16, config: &QueueConfig) -> Result<()> {
+        self.fd.get_mut().configure(queue, config)
+    }
+
+    /// Unbinds queue number `queue`, as [`Queue::unbind`] does.
+    ///
+    /// # Errors
+    /// As [`Queue::unbind`].
+    pub fn unbind(&mut self, queue: u16) -> Result<()> {
+        self.fd.get_mut().unbind(queue)
+    }
+
+    /// This handle's counters, as [`Queue::stats`].
+    pub fn stats(&self) -> Stats {
+        self.fd.get_ref().stats()
     }
 
     /// Takes the queue back out of the reactor.
@@ -136,13 +166,14 @@ impl AsyncQueue {
     /// as [`recv`](Self::recv) is.
     ///
     /// # Errors
-    /// [`Error::Stopped`] once the stop handle was used; otherwise as
-    /// [`Queue::recv_burst`].
+    /// [`Error::OutOfRange`] for a `max` of 0, at once; [`Error::Stopped`]
+    /// once the stop handle was used; otherwise as [`Queue::recv_burst`].
     pub async fn recv_burst(
         &mut self,
         max: usize,
         mut handler: impl FnMut(Packet<'_>),
     ) -> Result<usize> {
+        check_burst_max(max)?;
         poll_fn(|cx| self.poll_burst(cx, max, &mut handler)).await
     }
 

@@ -1,7 +1,8 @@
 //! Several verdicts in one `sendmsg`: the kernel handles each netlink message of
 //! a datagram in turn, so one system call can settle many packets.
 
-use crate::error::Result;
+use crate::binding::{Binding, PacketKey};
+use crate::error::{Error, Result};
 use crate::handle::VerdictHandle;
 use crate::retry;
 use crate::stats::Counters;
@@ -16,8 +17,7 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 /// One queued message: its encoded header, and the payload that follows it.
 #[derive(Debug)]
 struct Entry {
-    queue: u16,
-    id: u32,
+    key: PacketKey,
     header: EncodedHeader,
     payload: Option<Vec<u8>>,
     /// A batch verdict: it settles every waiting packet of its queue up to `id`.
@@ -48,10 +48,10 @@ impl Entry {
 /// queue.bind(0, &QueueConfig::default())?;
 /// let handle = queue.verdict_handle();
 /// let mut batch = VerdictBatch::new();
-/// let first = queue.recv()?.detach().id();
-/// let second = queue.recv()?.detach().id();
-/// batch.push(0, second, Verdict::drop())?;
-/// batch.push_up_to(0, first, VerdictKind::Accept, None)?;
+/// let first = queue.recv()?.detach().key();
+/// let second = queue.recv()?.detach().key();
+/// batch.push(second, Verdict::drop())?;
+/// batch.push_up_to(first, VerdictKind::Accept, None)?;
 /// handle.send_all(&mut batch)?; // one system call
 /// # Ok::<(), nfqueue_core::Error>(())
 /// ```
@@ -73,17 +73,16 @@ impl VerdictBatch {
         }
     }
 
-    /// Adds a verdict for packet `id` of queue `queue`.
+    /// Adds a verdict for the packet `key` names.
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) or
     /// [`Error::EmptyPayload`](crate::Error::EmptyPayload); nothing is added.
-    pub fn push(&mut self, queue: u16, id: u32, verdict: Verdict<'_>) -> Result<()> {
-        let header = verdict::encode(queue, id, &verdict, false)?;
+    pub fn push(&mut self, key: PacketKey, verdict: Verdict<'_>) -> Result<()> {
+        let header = verdict::encode(key.queue(), key.id(), &verdict, false)?;
         let payload = verdict.into_owned().take_payload();
         self.entries.push(Entry {
-            queue,
-            id,
+            key,
             header,
             payload,
             batch: false,
@@ -92,21 +91,20 @@ impl VerdictBatch {
     }
 
     /// Adds a batch verdict: `kind` and, optionally, `mark` for every packet of
-    /// queue `queue` with an id up to and including `id` that is still waiting.
+    /// the queue and binding of `last` with an id up to and including
+    /// `last`'s that is still waiting.
     ///
     /// # Errors
     /// None in practice; the signature matches [`push`](Self::push).
     pub fn push_up_to(
         &mut self,
-        queue: u16,
-        id: u32,
+        last: PacketKey,
         kind: VerdictKind,
         mark: Option<u32>,
     ) -> Result<()> {
-        let header = verdict::encode_batch(queue, id, kind, mark)?;
+        let header = verdict::encode_batch(last.queue(), last.id(), kind, mark)?;
         self.entries.push(Entry {
-            queue,
-            id,
+            key: last,
             header,
             payload: None,
             batch: true,
@@ -135,10 +133,11 @@ impl VerdictBatch {
     /// fuzzing: the kernel reads exactly these bytes.
     ///
     /// ```
-    /// use nfqueue_core::{Verdict, VerdictBatch};
+    /// use nfqueue_core::{Binding, Verdict, VerdictBatch};
     ///
+    /// # let key = nfqueue_core::Binding::detached(0).packet(1);
     /// let mut batch = VerdictBatch::new();
-    /// batch.push(0, 1, Verdict::accept().with_mark(7))?;
+    /// batch.push(key, Verdict::accept().with_mark(7))?;
     /// let bytes = batch.to_bytes();
     /// // nlmsghdr, nfgenmsg, verdict header attribute and mark attribute.
     /// assert_eq!(bytes.len(), 16 + 4 + 12 + 8);
@@ -159,83 +158,103 @@ impl VerdictBatch {
 }
 
 impl VerdictBatch {
-    /// The sending plan of [`VerdictHandle::send_all`], over `send` (one
-    /// datagram of messages) and `drop_instead` (a plain drop for the packet of
-    /// a message too large to send).
+    /// The sending plan of [`VerdictHandle::send_all`], over `holds` (whether
+    /// a binding is current), `send` (one datagram of messages) and
+    /// `drop_instead` (a plain drop for the packet of a message too large to
+    /// send).
     fn send_with(
         &mut self,
+        holds: impl Fn(Binding) -> bool,
         mut send: impl FnMut(&[Entry]) -> Result<()>,
         mut drop_instead: impl FnMut(&Entry) -> Result<()>,
     ) -> Result<usize> {
+        let mut stale = None;
+        self.entries.retain(|entry| {
+            let current = holds(entry.key.binding());
+            if !current && stale.is_none() {
+                stale = Some(entry.key);
+            }
+            current
+        });
         let mut calls = 0;
         let mut start = 0;
-        let mut failure = None;
         while start < self.entries.len() {
             let end = datagram_end(&self.entries, start);
             calls += 1;
-            match send(&self.entries[start..end]) {
-                Ok(()) => start = end,
-                Err(err) => {
-                    failure = Some(err);
-                    break;
+            let sent = match send(&self.entries[start..end]) {
+                Err(err) if retry::is_too_large(&err) => {
+                    // Too large as one datagram: the messages one by one, and
+                    // a drop for one too large even alone.
+                    (start..end).try_for_each(|at| {
+                        let entry = &self.entries[at];
+                        calls += 1;
+                        let sent = match send(std::slice::from_ref(entry)) {
+                            Err(err) if retry::is_too_large(&err) => {
+                                calls += 1;
+                                drop_instead(entry)
+                            }
+                            other => other,
+                        };
+                        // The messages before it went: only the rest stays.
+                        sent.map_err(|err| (at, err))
+                    })
                 }
-            }
-        }
-        let Some(first_error) = failure else {
-            self.entries.clear();
-            return Ok(calls);
-        };
-        // What is left goes one message at a time; what fails keeps its order.
-        let rest: Vec<Entry> = self.entries.drain(start..).collect();
-        self.entries.clear();
-        let mut stuck: Vec<u16> = Vec::new();
-        for entry in rest {
-            if entry.batch && stuck.contains(&entry.queue) {
-                self.entries.push(entry);
-                continue;
-            }
-            calls += 1;
-            let sent = match send(std::slice::from_ref(&entry)) {
-                Err(err) if entry.payload.is_some() && retry::is_too_large(&err) => {
-                    calls += 1;
-                    drop_instead(&entry)
-                }
-                other => other,
+                other => other.map_err(|err| (start, err)),
             };
-            if sent.is_err() {
-                stuck.push(entry.queue);
-                self.entries.push(entry);
+            if let Err((at, err)) = sent {
+                // Nothing behind a failure goes: the verdicts of one flow keep
+                // their order, and a batch verdict never settles a packet
+                // whose own verdict is still unsent.
+                self.entries.drain(..at);
+                return Err(err);
             }
+            start = end;
         }
-        if self.entries.is_empty() {
-            Ok(calls)
-        } else {
-            Err(first_error)
+        self.entries.clear();
+        match stale {
+            None => Ok(calls),
+            Some(key) => Err(Error::StaleBinding {
+                queue: key.queue(),
+                packet_id: key.id(),
+            }),
         }
     }
 }
 
 impl VerdictHandle {
-    /// Sends every message of `batch`, as few datagrams as fit (usually one).
-    /// Returns the number of `sendmsg` calls made.
+    /// Sends every message of `batch`, in order, as few datagrams as fit
+    /// (usually one). Returns the number of `sendmsg` calls made.
     ///
-    /// A send that fails for want of kernel memory is tried again a few times.
-    /// After a datagram fails for good, the messages from it on are sent one
-    /// per datagram, so that one message the kernel cannot take does not hold
-    /// up the others: a message with a payload too large for the socket's send
-    /// buffer (`EMSGSIZE`) is replaced by a plain drop of its packet (counted in
-    /// [`Stats::fallback_drops`](crate::Stats::fallback_drops)), and the
-    /// messages that still fail stay in `batch`, in order, to be sent again.
-    /// A batch verdict behind a message of its queue that failed stays too,
-    /// unsent: it would settle that packet as well, with its own verdict.
+    /// A message for a packet whose binding has ended (see
+    /// [`verdict`](Self::verdict)) is removed unsent and counted in
+    /// [`Stats::stale_verdicts`](crate::Stats::stale_verdicts). A send that
+    /// fails for want of kernel memory is tried again a few times. A datagram
+    /// too large for the socket's send buffer (`EMSGSIZE`) goes as one
+    /// message per datagram, and a message too large even alone (a long
+    /// payload) is replaced by a plain drop of its packet (counted in
+    /// [`Stats::fallback_drops`](crate::Stats::fallback_drops)). Any other
+    /// failure stops the send: that message and every one behind it stay in
+    /// `batch`, in order, to be sent again, so that verdicts never overtake
+    /// one another (a flow's packets leave in the order of their verdicts,
+    /// and a batch verdict never settles a packet whose own verdict failed).
     ///
     /// # Errors
-    /// The first [`Error::Sys`](crate::Error::Sys) of a message left in `batch`; every other
-    /// message was sent and removed. A message the kernel refuses (e.g. a
-    /// stale id) is reported later by the receive call, as for single
-    /// verdicts; the others still apply.
+    /// The [`Error::Sys`](crate::Error::Sys) that stopped the send, with the
+    /// messages not sent left in `batch`. Otherwise, when messages were
+    /// refused for their binding, [`Error::StaleBinding`](crate::Error::StaleBinding)
+    /// for the first of them, the rest having been sent. A message the kernel
+    /// refuses (e.g. an unknown id) is reported later by the receive call, as
+    /// for single verdicts; the others still apply.
     pub fn send_all(&self, batch: &mut VerdictBatch) -> Result<usize> {
+        let current = self.shared.current();
         batch.send_with(
+            |binding| {
+                let holds = current.holds(binding);
+                if !holds {
+                    Counters::bump(&self.shared.counters.stale_verdicts);
+                }
+                holds
+            },
             |entries| self.send_entries(entries),
             |entry| self.send_fallback_drop(entry),
         )
@@ -274,7 +293,7 @@ impl VerdictHandle {
     /// Drops the packet of `entry`, whose own message cannot be sent.
     fn send_fallback_drop(&self, entry: &Entry) -> Result<()> {
         let drop = Entry {
-            header: verdict::encode(entry.queue, entry.id, &Verdict::drop(), false)?,
+            header: verdict::encode(entry.key.queue(), entry.key.id(), &Verdict::drop(), false)?,
             payload: None,
             ..*entry
         };
@@ -303,7 +322,6 @@ fn datagram_end(entries: &[Entry], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
     use std::io;
 
     fn sys(errno: i32) -> Error {
@@ -313,107 +331,172 @@ mod tests {
         }
     }
 
+    /// Packet `id` of queue `queue`, through binding `binding`.
+    fn key(binding: Binding, id: u32) -> PacketKey {
+        binding.packet(id)
+    }
+
     /// The packet ids of messages, `-id` for a batch verdict.
     fn ids(entries: &[Entry]) -> Vec<i64> {
         entries
             .iter()
             .map(|e| {
+                let id = i64::from(e.key.id());
                 if e.batch {
-                    -i64::from(e.id)
+                    -id
                 } else {
-                    i64::from(e.id)
+                    id
                 }
             })
             .collect()
     }
 
     /// Sends `batch` over a socket that fails every datagram holding one of the
-    /// `failing` ids with `errno`; returns the result, the datagrams sent and
-    /// the fallback drops.
-    fn send(
+    /// `failing` ids with `errno`, with only `current` bindings current;
+    /// returns the result, the datagrams sent and the fallback drops.
+    fn send_bound(
         batch: &mut VerdictBatch,
+        current: &[Binding],
         failing: &[u32],
         errno: i32,
     ) -> (Result<usize>, Vec<Vec<i64>>, Vec<u32>) {
         let mut sent = Vec::new();
         let mut drops = Vec::new();
         let result = batch.send_with(
+            |binding| current.contains(&binding),
             |entries| {
-                if entries.iter().any(|e| failing.contains(&e.id)) {
+                if entries.iter().any(|e| failing.contains(&e.key.id())) {
                     return Err(sys(errno));
                 }
                 sent.push(ids(entries));
                 Ok(())
             },
             |entry| {
-                drops.push(entry.id);
+                drops.push(entry.key.id());
                 Ok(())
             },
         );
         (result, sent, drops)
     }
 
+    fn send(
+        batch: &mut VerdictBatch,
+        bound: Binding,
+        failing: &[u32],
+        errno: i32,
+    ) -> (Result<usize>, Vec<Vec<i64>>, Vec<u32>) {
+        send_bound(batch, &[bound], failing, errno)
+    }
+
     #[test]
     fn a_batch_goes_out_in_one_datagram() {
+        let q = Binding::new(0);
         let mut batch = VerdictBatch::new();
-        batch.push(0, 1, Verdict::drop()).unwrap();
-        batch.push_up_to(0, 3, VerdictKind::Accept, None).unwrap();
-        let (result, sent, _) = send(&mut batch, &[], 0);
+        batch.push(key(q, 1), Verdict::drop()).unwrap();
+        batch
+            .push_up_to(key(q, 3), VerdictKind::Accept, None)
+            .unwrap();
+        let (result, sent, _) = send(&mut batch, q, &[], 0);
         assert_eq!(result.unwrap(), 1);
         assert_eq!(sent, vec![vec![1, -3]]);
         assert!(batch.is_empty());
     }
 
     #[test]
-    fn after_a_failed_datagram_the_other_messages_still_go() {
+    fn nothing_behind_a_failed_datagram_goes_and_the_order_is_kept() {
+        let q = Binding::new(0);
         let mut batch = VerdictBatch::new();
         for id in 1..=4 {
-            batch.push(0, id, Verdict::accept()).unwrap();
+            batch.push(key(q, id), Verdict::accept()).unwrap();
         }
-        let (result, sent, drops) = send(&mut batch, &[2], libc::EBADF);
+        let (result, sent, drops) = send(&mut batch, q, &[1], libc::ENOBUFS);
         assert!(result.is_err());
-        assert_eq!(sent, vec![vec![1], vec![3], vec![4]]);
+        assert!(sent.is_empty(), "3 and 4 must not overtake 1 and 2");
         assert!(drops.is_empty());
-        assert_eq!(
-            ids(&batch.entries),
-            vec![2],
-            "the failed one stays to be sent again"
-        );
-    }
-
-    #[test]
-    fn a_batch_verdict_never_passes_a_failed_message_of_its_queue() {
-        let mut batch = VerdictBatch::new();
-        batch.push(0, 5, Verdict::drop()).unwrap();
-        batch.push(1, 6, Verdict::accept()).unwrap();
-        batch.push_up_to(0, 9, VerdictKind::Accept, None).unwrap();
-        batch.push_up_to(1, 9, VerdictKind::Accept, None).unwrap();
-        batch.push(0, 10, Verdict::drop()).unwrap();
-        let (result, sent, _) = send(&mut batch, &[5], libc::EBADF);
-        assert!(result.is_err());
-        // The batch verdict of queue 0 would accept packet 5, which was to be
-        // dropped: it waits. Queue 1's and the verdict by id go.
-        assert_eq!(sent, vec![vec![6], vec![-9], vec![10]]);
-        assert_eq!(ids(&batch.entries), vec![5, -9]);
-        assert_eq!(batch.entries[1].queue, 0);
+        assert_eq!(ids(&batch.entries), vec![1, 2, 3, 4]);
         // Sent again once the socket works, in the same order.
-        let (result, sent, _) = send(&mut batch, &[], 0);
+        let (result, sent, _) = send(&mut batch, q, &[], 0);
         assert_eq!(result.unwrap(), 1);
-        assert_eq!(sent, vec![vec![5, -9]]);
+        assert_eq!(sent, vec![vec![1, 2, 3, 4]]);
     }
 
     #[test]
-    fn a_message_too_large_to_send_becomes_a_drop() {
+    fn a_datagram_too_large_goes_message_by_message() {
+        let q = Binding::new(0);
         let mut batch = VerdictBatch::new();
-        batch.push(0, 1, Verdict::accept()).unwrap();
+        batch.push(key(q, 1), Verdict::accept()).unwrap();
         batch
-            .push(0, 2, Verdict::accept().with_payload(vec![0x45; 6000]))
+            .push(key(q, 2), Verdict::accept().with_payload(vec![0x45; 6000]))
             .unwrap();
-        batch.push(0, 3, Verdict::accept()).unwrap();
-        let (result, sent, drops) = send(&mut batch, &[2], libc::EMSGSIZE);
-        assert_eq!(result.unwrap(), 5, "the datagram, 3 alone, and the drop");
-        assert_eq!(sent, vec![vec![1], vec![3]]);
-        assert_eq!(drops, vec![2]);
+        batch.push(key(q, 3), Verdict::accept()).unwrap();
+        batch
+            .push_up_to(key(q, 9), VerdictKind::Drop, None)
+            .unwrap();
+        let (result, sent, drops) = send(&mut batch, q, &[2], libc::EMSGSIZE);
+        assert_eq!(
+            result.unwrap(),
+            6,
+            "the datagram, 1 alone, 2 alone, its drop, 3 alone, 9 alone"
+        );
+        assert_eq!(sent, vec![vec![1], vec![3], vec![-9]]);
+        assert_eq!(drops, vec![2], "never the original bytes");
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_failure_while_splitting_keeps_what_was_not_sent() {
+        let q = Binding::new(0);
+        let mut batch = VerdictBatch::new();
+        batch.push(key(q, 1), Verdict::accept()).unwrap();
+        batch
+            .push(key(q, 2), Verdict::accept().with_payload(vec![0x45; 6000]))
+            .unwrap();
+        batch
+            .push_up_to(key(q, 5), VerdictKind::Accept, None)
+            .unwrap();
+        let mut tries = 0;
+        let result = batch.send_with(
+            |_| true,
+            |entries| {
+                tries += 1;
+                match tries {
+                    // The datagram is too large; 1 goes alone; then 2 fails
+                    // for want of memory.
+                    1 => Err(sys(libc::EMSGSIZE)),
+                    2 => Ok(()),
+                    _ => {
+                        assert_eq!(entries[0].key.id(), 2);
+                        Err(sys(libc::ENOBUFS))
+                    }
+                }
+            },
+            |_| unreachable!("2 was not too large alone"),
+        );
+        assert!(result.is_err());
+        assert_eq!(ids(&batch.entries), vec![2, -5]);
+    }
+
+    #[test]
+    fn verdicts_of_an_ended_binding_are_refused_and_the_others_go() {
+        let old = Binding::new(0);
+        let new = Binding::new(0);
+        let other = Binding::new(1);
+        let mut batch = VerdictBatch::new();
+        batch.push(key(old, 1), Verdict::accept()).unwrap();
+        batch.push(key(new, 1), Verdict::drop()).unwrap();
+        batch
+            .push_up_to(key(old, 7), VerdictKind::Accept, None)
+            .unwrap();
+        batch.push(key(other, 1), Verdict::accept()).unwrap();
+        let (result, sent, _) = send_bound(&mut batch, &[new, other], &[], 0);
+        assert!(matches!(
+            result,
+            Err(Error::StaleBinding {
+                queue: 0,
+                packet_id: 1
+            })
+        ));
+        assert_eq!(sent, vec![vec![1, 1]], "new's and other's, not old's");
+        assert!(batch.is_empty(), "refused messages are not kept");
     }
 }

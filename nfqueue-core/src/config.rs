@@ -8,16 +8,25 @@ use nfqueue_sys as sys;
 /// header); a larger one is clamped by the kernel.
 pub const MAX_COPY_RANGE: u32 = 0xffff - 4;
 
+/// The kernel's default queue length (`NFQNL_QMAX_DEFAULT`), the default of
+/// [`QueueConfig::max_len`].
+pub const DEFAULT_MAX_LEN: u32 = 1024;
+
 /// How much of each packet the kernel copies to user space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyMode {
-    /// Nothing: the kernel sends no packets (the queue stays bound).
+    /// Nothing. Refused by [`Queue::bind`](crate::Queue::bind) and
+    /// [`Queue::configure`](crate::Queue::configure): in this mode the kernel
+    /// refuses to queue any packet (`EINVAL` in `nfqnl_enqueue_packet`) and
+    /// drops every one, even under `--queue-bypass`, counting none. Use
+    /// [`Meta`](Self::Meta) for the metadata without the payload.
     None,
     /// Metadata only: every attribute but the payload.
     Meta,
     /// Metadata and up to this many bytes of payload (at most
-    /// [`MAX_COPY_RANGE`]). With [`QueueFlags::GSO`] a GSO super-packet of up to
-    /// 64 KiB arrives whole when the range allows.
+    /// [`MAX_COPY_RANGE`]; the kernel takes 0 for the maximum). With
+    /// [`QueueFlags::GSO`] a GSO super-packet of up to 64 KiB arrives whole
+    /// when the range allows.
     Packet(u32),
 }
 
@@ -29,16 +38,26 @@ impl Default for CopyMode {
 }
 
 impl CopyMode {
-    /// The `NFQNL_COPY_*` mode and range sent to the kernel.
+    /// The `NFQNL_COPY_*` mode and range sent to the kernel, or why this mode
+    /// would lose packets.
     pub(crate) fn to_raw(self) -> Result<(u8, u32)> {
         use sys::nfqnl_config_mode as mode;
         Ok(match self {
-            CopyMode::None => (mode::NFQNL_COPY_NONE as u8, 0),
+            CopyMode::None => {
+                return Err(Error::InvalidArgument(
+                    "CopyMode::None: the kernel refuses to queue any packet in this mode and \
+                     drops them all (use CopyMode::Meta for metadata without payload)",
+                ))
+            }
             CopyMode::Meta => (mode::NFQNL_COPY_META as u8, 0),
             CopyMode::Packet(range) if range > MAX_COPY_RANGE => {
-                return Err(Error::InvalidArgument(
-                    "copy range is larger than MAX_COPY_RANGE (65531)",
-                ))
+                return Err(Error::OutOfRange {
+                    name: "CopyMode::Packet range",
+                    value: range.into(),
+                    min: 0,
+                    max: MAX_COPY_RANGE.into(),
+                    why: "the kernel cannot copy more in one netlink attribute",
+                })
             }
             CopyMode::Packet(range) => (mode::NFQNL_COPY_PACKET as u8, range),
         })
@@ -64,7 +83,11 @@ bitflags::bitflags! {
 }
 
 /// Settings applied to a queue number when it is bound (or by
-/// [`Queue::configure`](crate::Queue::configure)).
+/// [`Queue::configure`](crate::Queue::configure)). Every field is applied
+/// each time, defaults included: configuring a queue with
+/// `QueueConfig::default()` puts it back to whole packets, a length of 1024,
+/// no flags and drop for unanswered packets, whatever it had before. Settings
+/// that would bind a queue and then lose its packets are refused.
 ///
 /// ```
 /// use nfqueue_core::{CopyMode, QueueConfig, QueueFlags, VerdictKind};
@@ -81,7 +104,7 @@ bitflags::bitflags! {
 #[non_exhaustive]
 pub struct QueueConfig {
     pub(crate) copy_mode: CopyMode,
-    pub(crate) max_len: Option<u32>,
+    pub(crate) max_len: u32,
     pub(crate) flags: QueueFlags,
     pub(crate) unanswered: VerdictKind,
 }
@@ -92,7 +115,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             copy_mode: CopyMode::default(),
-            max_len: None,
+            max_len: DEFAULT_MAX_LEN,
             flags: QueueFlags::empty(),
             unanswered: VerdictKind::Drop,
         }
@@ -107,10 +130,11 @@ impl QueueConfig {
     }
 
     /// Most packets waiting for a verdict before the kernel drops new ones (or
-    /// accepts them under [`QueueFlags::FAIL_OPEN`]). Default: the kernel's
-    /// 1024.
+    /// accepts them under [`QueueFlags::FAIL_OPEN`]). Default
+    /// [`DEFAULT_MAX_LEN`], the kernel's 1024. At least 1: a length of 0 is
+    /// refused, since every packet would overflow it.
     pub fn max_len(mut self, max_len: u32) -> Self {
-        self.max_len = Some(max_len);
+        self.max_len = max_len;
         self
     }
 
@@ -136,5 +160,54 @@ impl QueueConfig {
     /// [`unanswered`](Self::unanswered)).
     pub fn unanswered_verdict(&self) -> VerdictKind {
         self.unanswered
+    }
+
+    /// Checks every setting, as binding or configuring a queue does first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for [`CopyMode::None`], [`Error::OutOfRange`]
+    /// for a copy range over [`MAX_COPY_RANGE`] or a `max_len` of 0.
+    pub fn validate(&self) -> Result<()> {
+        self.copy_mode.to_raw()?;
+        if self.max_len == 0 {
+            return Err(Error::OutOfRange {
+                name: "max_len",
+                value: 0,
+                min: 1,
+                max: u32::MAX.into(),
+                why: "a queue of length 0 overflows on every packet",
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds the settings to the configuration request that `nlh` heads, as
+    /// the attributes the kernel applies together (copy mode and range, queue
+    /// length, flags with the mask of every flag): it checks the flags before
+    /// it changes anything, so one request takes all of them or none.
+    ///
+    /// # Safety
+    /// `nlh` heads a request buffer with room for these attributes (60 bytes).
+    pub(crate) unsafe fn put(&self, nlh: *mut sys::nlmsghdr) -> Result<()> {
+        let (mode, range) = self.copy_mode.to_raw()?;
+        let flags = self.flags.bits();
+        let mask = QueueFlags::all().bits();
+        // SAFETY: the caller gives a request buffer with room for them; the
+        // kernel reads the flag words in network byte order.
+        unsafe {
+            sys::nfq_nlmsg_cfg_put_params(nlh, mode, range as i32);
+            sys::nfq_nlmsg_cfg_put_qmaxlen(nlh, self.max_len);
+            sys::mnl_attr_put_u32(
+                nlh,
+                sys::nfqnl_attr_config::NFQA_CFG_FLAGS as u16,
+                flags.to_be(),
+            );
+            sys::mnl_attr_put_u32(
+                nlh,
+                sys::nfqnl_attr_config::NFQA_CFG_MASK as u16,
+                mask.to_be(),
+            );
+        }
+        Ok(())
     }
 }

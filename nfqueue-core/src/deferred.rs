@@ -1,5 +1,6 @@
 //! Packets whose verdict comes later: by id only, or with their bytes.
 
+use crate::binding::PacketKey;
 use crate::handle::VerdictHandle;
 use crate::verdict::{Verdict, VerdictKind};
 use crate::verdict_right::{verdict_methods, VerdictError, VerdictRight};
@@ -8,7 +9,9 @@ use std::os::fd::AsFd;
 
 /// The right to give one packet its verdict, later and from any thread. It is
 /// `Send`; its verdict methods take it by value, so a packet gets one verdict.
-/// Dropped without a verdict, it sends the queue's unanswered verdict.
+/// Dropped without a verdict, it sends the queue's unanswered verdict. Like
+/// every holder, it lapses when its queue is unbound (see
+/// [`Packet`](crate::Packet)): nothing is sent then.
 #[derive(Debug)]
 pub struct PendingVerdict {
     right: VerdictRight<VerdictHandle>,
@@ -21,12 +24,17 @@ impl PendingVerdict {
 
     /// The packet's queue number.
     pub fn queue(&self) -> u16 {
-        self.right.queue()
+        self.right.key().queue()
     }
 
     /// The packet's id.
     pub fn id(&self) -> u32 {
-        self.right.id()
+        self.right.key().id()
+    }
+
+    /// The packet's queue, id and binding.
+    pub fn key(&self) -> PacketKey {
+        self.right.key()
     }
 
     /// The verdict the packet gets if this is dropped without one.
@@ -94,6 +102,11 @@ impl OwnedPacket {
     /// The packet's id.
     pub fn id(&self) -> u32 {
         self.pending.id()
+    }
+
+    /// The packet's queue, id and binding.
+    pub fn key(&self) -> PacketKey {
+        self.pending.key()
     }
 
     /// The verdict the packet gets if this is dropped without one.

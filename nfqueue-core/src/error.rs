@@ -112,9 +112,48 @@ pub enum Error {
     #[error("replacement payload is empty (the kernel would drop the packet silently; give a drop verdict instead)")]
     EmptyPayload,
 
-    /// An argument is out of its range.
+    /// An argument is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+
+    /// A number is outside the range that works.
+    #[error("{name} = {value} is out of range: it must be from {min} to {max} ({why})")]
+    OutOfRange {
+        /// The setting or argument, as the API names it (e.g. "max_len").
+        name: &'static str,
+        /// The value given.
+        value: u64,
+        /// The smallest value that works.
+        min: u64,
+        /// The largest value that works.
+        max: u64,
+        /// What a value outside the range would do.
+        why: &'static str,
+    },
+
+    /// The same queue number was given twice.
+    #[error("queue {queue} is given twice (each queue number has one socket)")]
+    DuplicateQueue {
+        /// The queue number.
+        queue: u16,
+    },
+
+    /// A verdict for a packet that came through a binding of its queue that
+    /// has ended: the queue was unbound (and maybe bound again), or the packet
+    /// was parsed from bytes and not received on this socket. The kernel
+    /// dropped such a packet when its queue was unbound; the verdict was not
+    /// sent, since a packet of a new binding may have the same id.
+    #[error(
+        "packet {packet_id} of queue {queue} did not come through a current binding of this \
+         socket (its queue was unbound since, and the kernel dropped it then): the verdict \
+         was not sent"
+    )]
+    StaleBinding {
+        /// The queue number.
+        queue: u16,
+        /// The packet id.
+        packet_id: u32,
+    },
 
     /// A message from the kernel is malformed.
     #[error("malformed netlink message: {0}")]
@@ -162,7 +201,7 @@ impl Error {
     }
 
     /// True for errors after which the handle can go on receiving: a rejected
-    /// verdict or a receive buffer overflow.
+    /// verdict, a receive buffer overflow, a malformed message.
     pub fn is_recoverable(&self) -> bool {
         matches!(
             self,
@@ -199,12 +238,14 @@ impl Error {
             Error::PermissionDenied { .. } => Kind::PermissionDenied,
             Error::QueueTaken { .. } => Kind::AddrInUse,
             Error::AlreadyBound { .. } => Kind::AlreadyExists,
-            Error::NotBound { .. } => Kind::NotFound,
+            Error::NotBound { .. } | Error::StaleBinding { .. } => Kind::NotFound,
             Error::NoAck { .. } => Kind::TimedOut,
             Error::ReceiveOverflow => Kind::OutOfMemory,
             Error::PayloadTooLarge { .. }
             | Error::EmptyPayload
             | Error::InvalidArgument(_)
+            | Error::OutOfRange { .. }
+            | Error::DuplicateQueue { .. }
             | Error::NotNetfilterSocket { .. } => Kind::InvalidInput,
             Error::Malformed(_) => Kind::InvalidData,
             Error::Stopped => Kind::Interrupted,

@@ -1,6 +1,7 @@
 //! Verdicts by packet id, from any thread.
 
-use crate::error::Result;
+use crate::binding::{Bindings, Current, PacketKey};
+use crate::error::{Error, Result};
 use crate::ifname::{self, InterfaceName};
 use crate::kernel_stats::KernelStatsReader;
 use crate::retry;
@@ -17,9 +18,29 @@ use std::sync::Arc;
 pub(crate) struct Shared {
     pub(crate) socket: NetlinkSocket,
     pub(crate) counters: Counters,
+    /// The bindings of the socket's queues that are current: a verdict goes
+    /// out only for a packet of one of them.
+    pub(crate) bindings: Bindings,
 }
 
 impl Shared {
+    /// The current bindings, read-locked until the verdicts checked against
+    /// them are sent.
+    #[inline]
+    pub(crate) fn current(&self) -> Current<'_> {
+        self.bindings.read()
+    }
+
+    /// Counts a verdict refused for its binding, and says why.
+    #[cold]
+    pub(crate) fn stale(&self, key: PacketKey) -> Error {
+        Counters::bump(&self.counters.stale_verdicts);
+        Error::StaleBinding {
+            queue: key.queue(),
+            packet_id: key.id(),
+        }
+    }
+
     /// Sends one datagram, counting the system calls, and trying again a few
     /// times while the kernel is short of memory.
     #[inline]
@@ -54,12 +75,10 @@ impl Shared {
 /// let mut queue = Queue::open()?;
 /// queue.bind(0, &QueueConfig::default())?;
 /// let handle = queue.verdict_handle();
-/// // Keep only the queue number and id; the verdict goes out from another thread.
-/// let (num, id) = {
-///     let view = queue.recv()?.detach();
-///     (view.queue(), view.id())
-/// };
-/// std::thread::spawn(move || handle.verdict(num, id, &Verdict::drop())).join().unwrap()?;
+/// // Keep only the packet's key (queue, id and binding); the verdict goes out
+/// // from another thread.
+/// let key = queue.recv()?.detach().key();
+/// std::thread::spawn(move || handle.verdict(key, &Verdict::drop())).join().unwrap()?;
 /// # Ok::<(), nfqueue_core::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -68,12 +87,19 @@ pub struct VerdictHandle {
 }
 
 impl VerdictHandle {
-    /// Gives packet `id` of queue `queue` its verdict.
+    /// Gives the packet `key` names its verdict, if the binding it came
+    /// through is still current.
     ///
     /// A send that fails for want of kernel memory (`ENOBUFS`, `ENOMEM`) is
     /// tried again a few times, for about 11 ms in all.
     ///
     /// # Errors
+    /// [`Error::StaleBinding`](crate::Error::StaleBinding) when the packet's
+    /// queue was unbound since it was received (the kernel dropped it then;
+    /// the queue may be bound again, with new packets of the same ids), or
+    /// when the key is not from this socket: counted in
+    /// [`Stats::stale_verdicts`](crate::Stats::stale_verdicts), and nothing is
+    /// sent.
     /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) for a payload over
     /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) bytes and
     /// [`Error::EmptyPayload`](crate::Error::EmptyPayload) for an empty one, or
@@ -81,11 +107,15 @@ impl VerdictHandle {
     /// then: the packet still waits for a verdict, which is the caller's to
     /// give (this is the one verdict call that leaves the packet waiting; the
     /// methods of [`Packet`](crate::Packet) and the other holders drop it, or
-    /// give it back with `try_verdict`). A stale id is
+    /// give it back with `try_verdict`). An id the kernel does not know is
     /// not an error here: the kernel reports it later, as
     /// [`Error::VerdictRejected`](crate::Error::VerdictRejected) from the receive call.
-    pub fn verdict(&self, queue: u16, id: u32, verdict: &Verdict<'_>) -> Result<()> {
-        let header = verdict::encode(queue, id, verdict, false)?;
+    pub fn verdict(&self, key: PacketKey, verdict: &Verdict<'_>) -> Result<()> {
+        let header = verdict::encode(key.queue(), key.id(), verdict, false)?;
+        let current = self.shared.current();
+        if !current.holds(key.binding()) {
+            return Err(self.shared.stale(key));
+        }
         let result = match verdict.payload() {
             None => self.shared.send(&[IoSlice::new(header.as_bytes())]),
             Some(payload) => self.shared.send(&[
@@ -97,20 +127,26 @@ impl VerdictHandle {
         self.count(result, &self.shared.counters.verdicts)
     }
 
-    /// Gives every packet of queue `queue` with an id up to and including `id`
-    /// that is still waiting the same verdict and, optionally, mark
-    /// (`NFQNL_MSG_VERDICT_BATCH`): one message for an in-order run.
+    /// Gives every packet of the queue and binding of `last` with an id up to
+    /// and including `last`'s that is still waiting the same verdict and,
+    /// optionally, mark (`NFQNL_MSG_VERDICT_BATCH`): one message for an
+    /// in-order run.
     ///
     /// # Errors
-    /// [`Error::Sys`](crate::Error::Sys) when the send fails.
+    /// [`Error::StaleBinding`](crate::Error::StaleBinding) as for
+    /// [`verdict`](Self::verdict), or [`Error::Sys`](crate::Error::Sys) when
+    /// the send fails.
     pub fn batch_verdict(
         &self,
-        queue: u16,
-        id: u32,
+        last: PacketKey,
         kind: VerdictKind,
         mark: Option<u32>,
     ) -> Result<()> {
-        let header = verdict::encode_batch(queue, id, kind, mark)?;
+        let header = verdict::encode_batch(last.queue(), last.id(), kind, mark)?;
+        let current = self.shared.current();
+        if !current.holds(last.binding()) {
+            return Err(self.shared.stale(last));
+        }
         let result = self.shared.send(&[IoSlice::new(header.as_bytes())]);
         self.count(result, &self.shared.counters.batch_verdicts)
     }
@@ -157,16 +193,17 @@ impl VerdictHandle {
     }
 
     /// Sends `kind` for a packet dropped without a verdict; a failure can only
-    /// be counted, as this runs in `Drop`.
-    pub(crate) fn unanswered_verdict(&self, queue: u16, id: u32, kind: VerdictKind) {
-        if self.verdict(queue, id, &Verdict::new(kind)).is_ok() {
+    /// be counted, as this runs in `Drop` (a stale binding is counted as
+    /// such, and nothing is sent).
+    pub(crate) fn unanswered_verdict(&self, key: PacketKey, kind: VerdictKind) {
+        if self.verdict(key, &Verdict::new(kind)).is_ok() {
             Counters::bump(&self.shared.counters.unanswered_verdicts);
         }
     }
 
     /// Drops a packet whose verdict could not be sent as given.
-    pub(crate) fn fallback_drop(&self, queue: u16, id: u32) {
-        if self.verdict(queue, id, &Verdict::drop()).is_ok() {
+    pub(crate) fn fallback_drop(&self, key: PacketKey) {
+        if self.verdict(key, &Verdict::drop()).is_ok() {
             Counters::bump(&self.shared.counters.fallback_drops);
         }
     }

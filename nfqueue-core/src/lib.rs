@@ -31,6 +31,7 @@
 mod async_queue;
 mod attr;
 mod batch;
+mod binding;
 mod config;
 mod counter_set;
 mod deferred;
@@ -62,7 +63,8 @@ pub mod prometheus;
 pub use async_queue::{AsyncQueue, PacketStream};
 pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;
-pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_COPY_RANGE};
+pub use binding::{Binding, PacketKey};
+pub use config::{CopyMode, QueueConfig, QueueFlags, DEFAULT_MAX_LEN, MAX_COPY_RANGE};
 pub use deferred::{OwnedPacket, PendingVerdict};
 pub use error::{Error, MalformedError, Result};
 pub use handle::VerdictHandle;

@@ -111,6 +111,21 @@ pub(crate) fn next_message(datagram: &[u8]) -> Result<(Message<'_>, &[u8]), Malf
     Ok((message, rest))
 }
 
+/// The queue number and attribute bytes of a packet message that
+/// [`next_message`] cannot take whole (cut short by a datagram too large for
+/// the buffer, or with a length that does not fit): as much of them as is
+/// there, so that the packet's id can still be looked for.
+pub(crate) fn packet_prefix(datagram: &[u8]) -> Option<(u16, &[u8])> {
+    let header = Header::parse(datagram).ok()?;
+    if header.kind != MSG_PACKET {
+        return None;
+    }
+    let end = (header.len as usize).clamp(NLMSG_HDRLEN, datagram.len());
+    let body = datagram.get(NLMSG_HDRLEN..end)?;
+    let queue = be16(body.get(2..4)?)?;
+    Some((queue, body.get(NFGENMSG_LEN..)?))
+}
+
 /// Parses the body of an `NLMSG_ERROR` message: `struct nlmsgerr` and as much of
 /// the request as the kernel echoed.
 fn parse_ack(body: &[u8]) -> Result<Ack, MalformedError> {
@@ -183,6 +198,21 @@ mod tests {
         assert_eq!(ack.request_kind, MSG_VERDICT);
         assert_eq!(ack.queue, Some(7));
         assert_eq!(ack.packet_id, Some(42));
+    }
+
+    #[test]
+    fn the_queue_and_attributes_of_a_cut_packet_message_are_found() {
+        let mut message = header(400, MSG_PACKET, 0);
+        message.extend_from_slice(&[0, 0, 0, 9]);
+        message.extend_from_slice(&[8, 0, 1, 0, 0, 0, 0, 5]);
+        assert!(next_message(&message).is_err(), "cut short");
+        let (queue, attrs) = packet_prefix(&message).unwrap();
+        assert_eq!(queue, 9);
+        assert_eq!(attrs, [8, 0, 1, 0, 0, 0, 0, 5]);
+        assert_eq!(packet_prefix(&header(16, MSG_VERDICT, 0)), None);
+        for end in 0..message.len() {
+            let _ = packet_prefix(&message[..end]);
+        }
     }
 
     #[test]

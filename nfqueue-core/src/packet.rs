@@ -21,6 +21,12 @@ use std::ops::Deref;
 /// on another thread, [`defer`](Self::defer) it, or keep its bytes too with
 /// [`into_owned`](Self::into_owned).
 ///
+/// A packet belongs to the binding of its queue it came through
+/// ([`key`](PacketView::key)): once that queue is unbound, the kernel has
+/// dropped the packet, and no holder of it sends anything any more, since a
+/// packet of a new binding of the queue may have the same id. Its verdict
+/// methods then return [`Error::StaleBinding`](crate::Error::StaleBinding).
+///
 /// ```compile_fail
 /// # fn f(packet: nfqueue_core::Packet<'_>) -> nfqueue_core::Result<()> {
 /// packet.accept()?;
@@ -39,7 +45,7 @@ impl<'a> Packet<'a> {
         unanswered: VerdictKind,
     ) -> Self {
         Packet {
-            right: VerdictRight::new(handle, view.queue(), view.id(), unanswered),
+            right: VerdictRight::new(handle, view.key(), unanswered),
             view,
         }
     }
@@ -70,10 +76,11 @@ impl<'a> Packet<'a> {
     }
 
     /// Gives up the automatic unanswered verdict and returns the packet's
-    /// view: the caller takes over giving this packet its verdict by id, with
-    /// a [`VerdictHandle`] or a [`VerdictBatch`](crate::VerdictBatch) (a
-    /// dispatcher that copies packets to worker threads does this). A packet
-    /// that then gets no verdict stays queued until the socket closes.
+    /// view: the caller takes over giving this packet its verdict by its
+    /// [`key`](PacketView::key), with a [`VerdictHandle`] or a
+    /// [`VerdictBatch`](crate::VerdictBatch) (a dispatcher that copies packets
+    /// to worker threads does this). A packet that then gets no verdict stays
+    /// queued until its queue is unbound or the socket closes.
     pub fn detach(mut self) -> PacketView<'a> {
         self.right.forget();
         self.view

@@ -1,5 +1,6 @@
 //! The queue handle: open a socket, bind queue numbers, receive packets.
 
+use crate::binding::{Binding, Bindings};
 use crate::config::QueueConfig;
 use crate::error::{Error, Result};
 use crate::handle::{Shared, VerdictHandle};
@@ -7,12 +8,13 @@ use crate::ifname::{self, InterfaceName};
 use crate::kernel_stats::KernelStatsReader;
 use crate::netns;
 use crate::packet::Packet;
-use crate::recv_buffer::{Found, RecvBuffer, Wait};
+use crate::recv_buffer::{Answer, Found, RecvBuffer, Wait};
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, QueueStats, Stats};
 use crate::stop::StopHandle;
+use crate::verdict::Verdict;
 use crate::verdict::VerdictKind;
-use crate::view::PacketView;
+use crate::view::{self, PacketView};
 use nfqueue_sys as sys;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -20,14 +22,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest a blocking receive sleeps in the kernel before it looks at the stop
-/// handle again. Blocking in `recv` itself costs one system call per packet where
-/// a `poll` first would cost two; this bounds how late a stop is seen.
-const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
 /// How long a configuration request waits for the kernel's answer. The kernel
-/// answers while handling the request; only a full receive buffer loses it.
+/// answers while handling the request, so the answer is there at once, or was
+/// lost to a full receive buffer, which is seen at once too; this only bounds
+/// the wait should a kernel ever answer later.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many times a request whose answer was lost to a full receive buffer is
+/// sent again (each time after the buffer was read empty). Every request is
+/// safe to repeat: see [`Queue::request`].
+const LOST_ANSWER_RETRIES: usize = 3;
+
+/// A queue number this socket has bound.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    binding: Binding,
+    /// The verdict for its packets left without one.
+    unanswered: VerdictKind,
+}
 
 /// A netlink socket with one or more queue numbers bound to it.
 ///
@@ -53,10 +65,8 @@ pub struct Queue {
     handle: VerdictHandle,
     buffer: RecvBuffer,
     seq: u32,
-    /// The bound queue numbers.
-    bound: Vec<u16>,
-    /// For each of `bound`, the verdict for its packets left without one.
-    unanswered: Vec<VerdictKind>,
+    /// The bound queue numbers, as the shared table of bindings has them too.
+    bound: Vec<Bound>,
     stop: StopHandle,
 }
 
@@ -107,10 +117,10 @@ impl Queue {
     }
 
     fn with_socket(socket: NetlinkSocket) -> Result<Self> {
-        socket.set_recv_timeout(STOP_CHECK_INTERVAL)?;
         let shared = Shared {
             socket,
             counters: Counters::default(),
+            bindings: Bindings::default(),
         };
         Ok(Queue {
             handle: VerdictHandle {
@@ -119,122 +129,125 @@ impl Queue {
             buffer: RecvBuffer::new(),
             seq: 0,
             bound: Vec::new(),
-            unanswered: Vec::new(),
             stop: StopHandle::new()?,
         })
     }
 
-    /// Binds queue number `queue` to this socket and applies `config`.
+    /// Binds queue number `queue` to this socket and applies `config`, in one
+    /// request that the kernel takes whole or not at all. Packet ids of the
+    /// queue start again at 1, and a new [`Binding`] begins: packets of an
+    /// earlier binding of the same number get no verdict from now on (the
+    /// kernel dropped them when it was unbound).
     ///
     /// # Errors
+    /// The errors of [`QueueConfig::validate`], before anything is sent;
     /// [`Error::QueueTaken`] when another socket has bound it,
     /// [`Error::AlreadyBound`] when this one has, [`Error::PermissionDenied`]
     /// without CAP_NET_ADMIN, [`Error::Config`] when the kernel refuses a
-    /// setting (the queue is then unbound again).
+    /// setting (e.g. `EOPNOTSUPP` for [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK)
+    /// when the nf_conntrack_netlink module is missing, or
+    /// [`QueueFlags::SECCTX`](crate::QueueFlags::SECCTX) without
+    /// CONFIG_NETWORK_SECMARK). After an error, nothing has changed: the
+    /// queue is not bound.
     pub fn bind(&mut self, queue: u16, config: &QueueConfig) -> Result<()> {
-        if self.bound.contains(&queue) {
+        if self.at(queue).is_some() {
             return Err(Error::AlreadyBound { queue });
         }
-        let bound = self.request(queue, "bind", |nlh| {
-            // SAFETY: `nlh` heads a request buffer with room for this attribute.
+        config.validate()?;
+        let bound = self.request(queue, Request::Bind, |nlh| {
+            // SAFETY: `nlh` heads a request buffer with room for the command
+            // and the settings.
             unsafe {
                 sys::nfq_nlmsg_cfg_put_cmd(
                     nlh,
                     libc::AF_UNSPEC as u16,
                     sys::nfqnl_msg_config_cmds::NFQNL_CFG_CMD_BIND as u8,
-                )
+                );
+                config.put(nlh)
             }
         });
         match bound {
             Ok(()) => {}
             Err(Error::Config { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
-                // The kernel says EPERM both without privilege and for a queue that
-                // another socket holds; the /proc line tells them apart.
-                return Err(match self.kernel_stats(queue) {
-                    Ok(Some(stats)) if stats.portid != self.portid() => Error::QueueTaken {
-                        queue,
-                        owner_portid: stats.portid,
-                    },
-                    Ok(_) => Error::PermissionDenied {
-                        op: "binding a queue",
-                    },
-                    // Without the /proc line (unreadable from a user namespace
-                    // that does not own the network namespace) both are possible.
-                    Err(_) => Error::PermissionDenied {
-                        op: "binding a queue (unless another socket holds it: \
-                             /proc/net/netfilter/nfnetlink_queue could not be read to tell)",
-                    },
-                });
+                return Err(self.why_not_permitted(queue));
             }
+            // A repeat after a lost answer finds the queue bound by this very
+            // request; otherwise it was bound through this socket by another
+            // handle of it.
             Err(Error::Config { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
                 return Err(Error::AlreadyBound { queue });
             }
             Err(err) => return Err(err),
         }
-        self.bound.push(queue);
-        self.unanswered.push(config.unanswered);
-        if let Err(err) = self.configure(queue, config) {
-            let _ = self.unbind(queue);
-            return Err(err);
-        }
+        // Packets of the queue read before the answer came through an earlier
+        // binding of the number.
+        self.buffer.discard(&self.handle.shared, queue);
+        let binding = Binding::new(queue);
+        self.handle.shared.bindings.add(binding);
+        self.bound.push(Bound {
+            binding,
+            unanswered: config.unanswered,
+        });
         Ok(())
     }
 
-    /// Changes the settings of a bound queue.
+    /// Why the kernel said `EPERM` to a bind: without privilege, or because
+    /// another socket holds the queue; the /proc line tells them apart.
+    fn why_not_permitted(&self, queue: u16) -> Error {
+        match self.kernel_stats(queue) {
+            Ok(Some(stats)) if stats.portid != self.portid() => Error::QueueTaken {
+                queue,
+                owner_portid: stats.portid,
+            },
+            Ok(_) => Error::PermissionDenied {
+                op: "binding a queue",
+            },
+            // Without the /proc line (unreadable from a user namespace that
+            // does not own the network namespace) both are possible.
+            Err(_) => Error::PermissionDenied {
+                op: "binding a queue (unless another socket holds it: \
+                     /proc/net/netfilter/nfnetlink_queue could not be read to tell)",
+            },
+        }
+    }
+
+    /// Applies `config` to a bound queue: every setting of it, defaults
+    /// included (see [`QueueConfig`]), in one request that the kernel takes
+    /// whole or not at all.
     ///
     /// # Errors
-    /// [`Error::NotBound`], or [`Error::Config`] naming the setting the kernel
-    /// refused (e.g. `EOPNOTSUPP` for [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK)
-    /// when the nf_conntrack_netlink module is not loaded, or
-    /// [`QueueFlags::SECCTX`](crate::QueueFlags::SECCTX) without CONFIG_NETWORK_SECMARK).
+    /// [`Error::NotBound`]; the errors of [`QueueConfig::validate`], before
+    /// anything is sent; [`Error::Config`] naming the setting the kernel
+    /// refused, as for [`bind`](Self::bind). After an error nothing has
+    /// changed: not the settings, not the unanswered verdict.
     pub fn configure(&mut self, queue: u16, config: &QueueConfig) -> Result<()> {
-        let Some(at) = self.bound.iter().position(|&q| q == queue) else {
+        let Some(at) = self.at(queue) else {
             return Err(Error::NotBound { queue });
         };
-        self.unanswered[at] = config.unanswered;
-        let (mode, range) = config.copy_mode.to_raw()?;
-        self.request(queue, "copy mode", |nlh| {
-            // SAFETY: `nlh` heads a request buffer with room for this attribute.
-            unsafe { sys::nfq_nlmsg_cfg_put_params(nlh, mode, range as i32) }
+        config.validate()?;
+        self.request(queue, Request::Configure, |nlh| {
+            // SAFETY: `nlh` heads a request buffer with room for the settings.
+            unsafe { config.put(nlh) }
         })?;
-        if let Some(max_len) = config.max_len {
-            self.request(queue, "maximum queue length", |nlh| {
-                // SAFETY: as above.
-                unsafe { sys::nfq_nlmsg_cfg_put_qmaxlen(nlh, max_len) }
-            })?;
-        }
-        let flags = config.flags.bits();
-        let mask = crate::QueueFlags::all().bits();
-        self.request(queue, "flags", |nlh| {
-            // SAFETY: as above; the kernel reads both values in network byte order.
-            unsafe {
-                sys::mnl_attr_put_u32(
-                    nlh,
-                    sys::nfqnl_attr_config::NFQA_CFG_FLAGS as u16,
-                    flags.to_be(),
-                );
-                sys::mnl_attr_put_u32(
-                    nlh,
-                    sys::nfqnl_attr_config::NFQA_CFG_MASK as u16,
-                    mask.to_be(),
-                );
-            }
-        })
+        self.bound[at].unanswered = config.unanswered;
+        Ok(())
     }
 
     /// Unbinds queue number `queue`: the kernel drops the packets still waiting
     /// in it, and new ones are dropped (or accepted with `--queue-bypass`) until
-    /// a program binds it again.
+    /// a program binds it again. The binding ends: no verdict for a packet
+    /// received through it is sent any more (see [`Binding`]), and packets of
+    /// it read but not yet handed out are dropped here (counted in
+    /// [`Stats::stale_packets`]).
     ///
     /// # Errors
-    /// [`Error::NotBound`], or [`Error::Config`] when the kernel refuses.
+    /// [`Error::NotBound`], or [`Error::Config`] when the kernel refuses; the
+    /// queue is still bound then.
     pub fn unbind(&mut self, queue: u16) -> Result<()> {
-        let Some(at) = self.bound.iter().position(|&q| q == queue) else {
+        let Some(at) = self.at(queue) else {
             return Err(Error::NotBound { queue });
         };
-        self.bound.remove(at);
-        self.unanswered.remove(at);
-        self.request(queue, "unbind", |nlh| {
+        let unbound = self.request(queue, Request::Unbind, |nlh| {
             // SAFETY: `nlh` heads a request buffer with room for this attribute.
             unsafe {
                 sys::nfq_nlmsg_cfg_put_cmd(
@@ -242,20 +255,42 @@ impl Queue {
                     libc::AF_UNSPEC as u16,
                     sys::nfqnl_msg_config_cmds::NFQNL_CFG_CMD_UNBIND as u8,
                 )
-            }
-        })
+            };
+            Ok(())
+        });
+        match unbound {
+            Ok(()) => {}
+            // Not bound in the kernel (a repeat after a lost answer, or the
+            // namespace is going away): unbound, as asked.
+            Err(Error::Config { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {}
+            Err(err) => return Err(err),
+        }
+        let Bound { binding, .. } = self.bound.remove(at);
+        self.handle.shared.bindings.remove(binding);
+        self.buffer.discard(&self.handle.shared, queue);
+        Ok(())
+    }
+
+    /// Where `queue` is in `bound`.
+    fn at(&self, queue: u16) -> Option<usize> {
+        self.bound.iter().position(|b| b.binding.queue() == queue)
     }
 
     /// The queue numbers bound to this socket.
-    pub fn bound_queues(&self) -> &[u16] {
-        &self.bound
+    pub fn bound_queues(&self) -> Vec<u16> {
+        self.bound.iter().map(|b| b.binding.queue()).collect()
+    }
+
+    /// The current binding of `queue`, `None` when this socket has not bound
+    /// it: with [`Binding::packet`], the key for a verdict by id.
+    pub fn binding(&self, queue: u16) -> Option<Binding> {
+        self.at(queue).map(|at| self.bound[at].binding)
     }
 
     /// The verdict packets of `queue` get when dropped without one (set by
     /// [`QueueConfig::unanswered`]); `None` when this socket has not bound it.
     pub fn unanswered_verdict(&self, queue: u16) -> Option<VerdictKind> {
-        let at = self.bound.iter().position(|&q| q == queue)?;
-        Some(self.unanswered[at])
+        self.at(queue).map(|at| self.bound[at].unanswered)
     }
 
     /// Sets the socket's receive buffer (how many queued packets it holds before
@@ -450,36 +485,32 @@ impl Queue {
     /// [`stats`](Self::stats) and skipped. The first call allocates 2 MiB of
     /// buffers, kept for later calls.
     ///
+    /// A packet that cannot be parsed is dropped by id (counted in
+    /// [`Stats::malformed_dropped`]), and one of a binding that has ended is
+    /// skipped (see [`unbind`](Self::unbind)).
+    ///
     /// # Errors
-    /// [`Error::Sys`] when receiving fails otherwise.
+    /// [`Error::OutOfRange`] for a `max` of 0; [`Error::Sys`] when receiving
+    /// fails otherwise.
     pub fn recv_burst(&mut self, max: usize, mut handler: impl FnMut(Packet<'_>)) -> Result<usize> {
+        check_burst_max(max)?;
         let Queue {
             handle,
             buffer,
             bound,
-            unanswered,
             stop,
             ..
         } = self;
-        let counters = &handle.shared.counters;
         let fd = handle.as_fd().as_raw_fd();
-        buffer.burst(
-            &handle.shared,
-            stop,
-            max,
-            |queue, attrs| match PacketView::parse_with_names(queue, attrs, Some(fd)) {
-                Ok(view) => {
-                    Counters::bump_receive(&counters.packets);
-                    let unanswered = unanswered_for(bound, unanswered, queue);
-                    handler(Packet::new(view, handle, unanswered));
+        buffer.burst(&handle.shared, stop, max, |queue, attrs| {
+            match admit(bound, handle, queue, attrs, fd) {
+                Ok(packet) => {
+                    handler(packet);
                     true
                 }
-                Err(_) => {
-                    Counters::bump_receive(&counters.malformed);
-                    false
-                }
-            },
-        )
+                Err(_) => false,
+            }
+        })
     }
 
     pub(crate) fn next_packet(&mut self, wait: Wait) -> Result<Option<Packet<'_>>> {
@@ -489,7 +520,8 @@ impl Queue {
         }
     }
 
-    /// Finds the next packet without borrowing it yet.
+    /// Finds the next packet without borrowing it yet, skipping those of
+    /// bindings that have ended (the kernel dropped them at the unbind).
     pub(crate) fn next_found(&mut self, wait: Wait) -> Result<Option<Found>> {
         // Checked before every blocking receive, not only when it would block:
         // under steady traffic the socket is always readable, and `run` would
@@ -497,81 +529,205 @@ impl Queue {
         if matches!(wait, Wait::Until(_)) && self.stop.is_stopped() {
             return Err(Error::Stopped);
         }
-        self.buffer
-            .next_packet(&self.handle.shared, &self.stop, wait)
-    }
-
-    /// The packet found by [`next_found`](Self::next_found).
-    pub(crate) fn packet_at(&self, found: Found) -> Result<Packet<'_>> {
-        let counters = &self.handle.shared.counters;
-        let fd = Some(self.as_raw_fd());
-        match PacketView::parse_with_names(found.queue, self.buffer.attrs(found), fd) {
-            Ok(view) => {
-                Counters::bump_receive(&counters.packets);
-                let unanswered = unanswered_for(&self.bound, &self.unanswered, found.queue);
-                Ok(Packet::new(view, &self.handle, unanswered))
-            }
-            Err(err) => {
-                Counters::bump_receive(&counters.malformed);
-                Err(err.into())
+        loop {
+            let found = self
+                .buffer
+                .next_packet(&self.handle.shared, &self.stop, wait)?;
+            match found {
+                Some(found) if self.at(found.queue).is_none() => {
+                    Counters::bump_receive(&self.handle.shared.counters.stale_packets);
+                }
+                found => return Ok(found),
             }
         }
     }
 
+    /// The packet found by [`next_found`](Self::next_found).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when it cannot be parsed (the packet was dropped
+    /// by id where its id could be read), [`Error::StaleBinding`] for a packet
+    /// of a binding that has ended (which the kernel dropped).
+    pub(crate) fn packet_at(&self, found: Found) -> Result<Packet<'_>> {
+        admit(
+            &self.bound,
+            &self.handle,
+            found.queue,
+            self.buffer.attrs(found),
+            self.as_raw_fd(),
+        )
+    }
+
     /// Sends a configuration request for `queue` built by `build` and waits for
-    /// the kernel's answer. Messages that arrive meanwhile are kept for `recv`.
+    /// the kernel's answer. Messages that arrive meanwhile are kept for `recv`,
+    /// but for the packets of a queue being unbound.
+    ///
+    /// An answer lost to a full receive buffer does not say whether the
+    /// request was taken, so the request is sent again once the buffer was
+    /// read empty: every request here is safe to repeat. A configuration sets
+    /// the same values again; a repeated bind finds the queue bound by this
+    /// socket (`EBUSY`) and a repeated unbind finds it gone (`ENODEV`), which
+    /// the callers read as success when a first answer was lost.
     fn request(
         &mut self,
         queue: u16,
-        what: &'static str,
-        build: impl FnOnce(*mut sys::nlmsghdr),
+        kind: Request,
+        build: impl Fn(*mut sys::nlmsghdr) -> Result<()>,
     ) -> Result<()> {
+        let what = kind.what();
+        let discard = matches!(kind, Request::Unbind).then_some(queue);
         #[repr(C, align(8))]
         struct RequestBuf([u8; 256]);
-        let mut req = RequestBuf([0; 256]);
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        // SAFETY: the buffer is aligned for nlmsghdr and large enough for the
-        // header, nfgenmsg and the one or two small attributes `build` adds.
-        let len = unsafe {
-            let nlh = sys::nfq_nlmsg_put(
-                req.0.as_mut_ptr().cast(),
-                sys::nfqnl_msg_types::NFQNL_MSG_CONFIG as i32,
-                u32::from(queue),
-            );
-            (*nlh).nlmsg_flags |= sys::NLM_F_ACK as u16;
-            (*nlh).nlmsg_seq = seq;
-            build(nlh);
-            (*nlh).nlmsg_len as usize
-        };
-        self.handle
-            .shared
-            .socket
-            .send(&[io::IoSlice::new(&req.0[..len])])?;
+        let mut lost = 0;
+        loop {
+            let mut req = RequestBuf([0; 256]);
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            // SAFETY: the buffer is aligned for nlmsghdr and large enough for
+            // the header, nfgenmsg and the attributes `build` adds (a command
+            // and the settings: under 80 bytes).
+            let len = unsafe {
+                let nlh = sys::nfq_nlmsg_put(
+                    req.0.as_mut_ptr().cast(),
+                    sys::nfqnl_msg_types::NFQNL_MSG_CONFIG as i32,
+                    u32::from(queue),
+                );
+                (*nlh).nlmsg_flags |= sys::NLM_F_ACK as u16;
+                (*nlh).nlmsg_seq = seq;
+                build(nlh)?;
+                (*nlh).nlmsg_len as usize
+            };
+            self.handle
+                .shared
+                .socket
+                .send(&[io::IoSlice::new(&req.0[..len])])?;
 
-        let deadline = Instant::now() + ACK_TIMEOUT;
-        match self
-            .buffer
-            .await_answer(&self.handle.shared, &self.stop, seq, deadline)?
-        {
-            Some(0) => Ok(()),
-            Some(errno) => Err(Error::Config {
-                queue,
-                what,
-                source: io::Error::from_raw_os_error(errno),
-            }),
-            None => Err(Error::NoAck { queue, what }),
+            let deadline = Instant::now() + ACK_TIMEOUT;
+            let answer = self.buffer.await_answer(
+                &self.handle.shared,
+                &self.stop,
+                seq,
+                discard,
+                deadline,
+            )?;
+            let errno = match answer {
+                Answer::Errno(0) => return Ok(()),
+                Answer::Errno(errno) => errno,
+                Answer::Lost if lost < LOST_ANSWER_RETRIES => {
+                    lost += 1;
+                    continue;
+                }
+                Answer::Lost | Answer::Late => return Err(Error::NoAck { queue, what }),
+            };
+            return Err(match errno {
+                // The request whose answer was lost was taken.
+                _ if lost > 0 && Some(errno) == kind.repeated_ok() => return Ok(()),
+                // The kernel loaded the conntrack module for the request and
+                // asks for it again.
+                libc::EAGAIN if lost < LOST_ANSWER_RETRIES => {
+                    lost += 1;
+                    continue;
+                }
+                libc::EOPNOTSUPP => Error::Config {
+                    queue,
+                    what: "flags",
+                    source: io::Error::from_raw_os_error(errno),
+                },
+                _ => Error::Config {
+                    queue,
+                    what,
+                    source: io::Error::from_raw_os_error(errno),
+                },
+            });
         }
     }
 }
 
-/// The unanswered verdict of `queue`: as bound, or drop for a packet of a
-/// queue no longer bound (its unbind dropped it already).
-fn unanswered_for(bound: &[u16], unanswered: &[VerdictKind], queue: u16) -> VerdictKind {
-    bound
-        .iter()
-        .position(|&q| q == queue)
-        .map_or(VerdictKind::Drop, |at| unanswered[at])
+/// The configuration requests a queue sends.
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    Bind,
+    Configure,
+    Unbind,
+}
+
+impl Request {
+    /// What an error names.
+    fn what(self) -> &'static str {
+        match self {
+            Request::Bind => "bind",
+            Request::Configure => "configure",
+            Request::Unbind => "unbind",
+        }
+    }
+
+    /// The errno a repeat of the request gets when the first one, whose
+    /// answer was lost, was taken.
+    fn repeated_ok(self) -> Option<i32> {
+        match self {
+            Request::Bind => Some(libc::EBUSY),
+            Request::Unbind => Some(libc::ENODEV),
+            Request::Configure => None,
+        }
+    }
+}
+
+/// What a packet message read from the socket becomes: a [`Packet`] of its
+/// binding, or an error for one that cannot be handed out. A packet that
+/// cannot be parsed is dropped by id, if its id can be read (so that it does
+/// not wait in the kernel, where a later batch verdict would settle it too);
+/// one of a binding that has ended is skipped (the kernel dropped it).
+#[inline]
+fn admit<'a>(
+    bound: &[Bound],
+    handle: &'a VerdictHandle,
+    queue: u16,
+    attrs: &'a [u8],
+    names: RawFd,
+) -> Result<Packet<'a>> {
+    let counters = &handle.shared.counters;
+    let Some(bound) = bound.iter().find(|b| b.binding.queue() == queue) else {
+        Counters::bump_receive(&counters.stale_packets);
+        return Err(Error::StaleBinding {
+            queue,
+            packet_id: view::packet_id(attrs).unwrap_or_default(),
+        });
+    };
+    match PacketView::parse_with_names(bound.binding, attrs, Some(names)) {
+        Ok(view) => {
+            Counters::bump_receive(&counters.packets);
+            Ok(Packet::new(view, handle, bound.unanswered))
+        }
+        Err(err) => {
+            Counters::bump_receive(&counters.malformed);
+            let dropped = view::packet_id(attrs).is_some_and(|id| {
+                handle
+                    .verdict(bound.binding.packet(id), &Verdict::drop())
+                    .is_ok()
+            });
+            Counters::bump_receive(if dropped {
+                &counters.malformed_dropped
+            } else {
+                &counters.malformed_unsettled
+            });
+            Err(err.into())
+        }
+    }
+}
+
+/// Refuses a burst of no packets, which could only return at once having
+/// handled nothing (or, waiting for packets, never return).
+pub(crate) fn check_burst_max(max: usize) -> Result<()> {
+    if max == 0 {
+        return Err(Error::OutOfRange {
+            name: "recv_burst max",
+            value: 0,
+            min: 1,
+            max: usize::MAX as u64,
+            why: "a burst of 0 packets handles none",
+        });
+    }
+    Ok(())
 }
 
 /// The socket, for event loops (`poll`, epoll, tokio's `AsyncFd`). It is

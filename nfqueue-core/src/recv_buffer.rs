@@ -5,9 +5,9 @@
 //! It finds packet messages by offset, not by reference, so that the caller
 //! can borrow the bytes for as long as it needs once the search is over.
 
-use crate::error::{Error, MalformedError, Result};
+use crate::error::{Error, Result};
 use crate::handle::Shared;
-use crate::message::{next_message, Ack, Message, MSG_CONFIG};
+use crate::message::{next_message, packet_prefix, Ack, Message, MSG_CONFIG};
 use crate::stats::Counters;
 use crate::stop::StopHandle;
 use std::collections::VecDeque;
@@ -37,6 +37,18 @@ pub(crate) enum Wait {
     No,
     /// Until the deadline, or forever.
     Until(Option<Instant>),
+}
+
+/// What became of a configuration request, as its answer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The kernel's answer: 0 for success, else the errno.
+    Errno(i32),
+    /// The answer was lost to a full receive buffer.
+    Lost,
+    /// No answer came in time (which the kernel's synchronous handling of
+    /// requests should rule out).
+    Late,
 }
 
 /// Where the attributes of a packet message lie in the buffer.
@@ -102,6 +114,16 @@ impl RecvBuffer {
                 Ok(parsed) => parsed,
                 Err(err) => {
                     self.cursor = self.filled;
+                    // A packet message cut short still names its packet: the
+                    // caller fails to parse it and drops the packet by id.
+                    if let Some((queue, attrs)) = packet_prefix(datagram) {
+                        let start = attrs.as_ptr() as usize - self.buf.as_ptr() as usize;
+                        return Ok(Some(Found {
+                            queue,
+                            start,
+                            end: start + attrs.len(),
+                        }));
+                    }
                     Counters::bump_receive(&shared.counters.malformed);
                     return Err(err.into());
                 }
@@ -127,6 +149,13 @@ impl RecvBuffer {
 
     /// Loads the next datagram: from the stash, or the socket. `false` when
     /// `wait` ran out first.
+    ///
+    /// It never blocks in `recv` itself: it reads without waiting and, when
+    /// nothing is there, sleeps in `poll` on the socket and the stop handle.
+    /// Under load that is one system call per datagram, as a blocking `recv`
+    /// is; and nothing of the socket's own settings (a receive timeout) is
+    /// needed to see a stop, so a program that shares the descriptor finds it
+    /// as it left it.
     fn refill(&mut self, shared: &Shared, stop: &StopHandle, wait: Wait) -> Result<bool> {
         self.cursor = 0;
         self.filled = 0;
@@ -135,23 +164,15 @@ impl RecvBuffer {
             self.filled = stashed.len();
             return Ok(true);
         }
-        // A receive without deadline blocks in recv itself (bounded by the
-        // socket's receive timeout, so that a stop is seen); the others poll.
-        let blocking = matches!(wait, Wait::Until(None));
         let socket = &shared.socket;
         loop {
             Counters::bump_receive(&shared.counters.recv_calls);
-            match socket.recv(&mut self.buf, !blocking) {
-                Ok(Some(len)) if len > self.buf.len() => {
-                    Counters::bump_receive(&shared.counters.malformed);
-                    return Err(MalformedError::DatagramTooLarge {
-                        len,
-                        capacity: self.buf.len(),
-                    }
-                    .into());
-                }
+            match socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) => {
-                    self.filled = len;
+                    // A datagram longer than the buffer (which no packet
+                    // message is) keeps what fits: its packet is then
+                    // dropped by id, see next_packet.
+                    self.filled = len.min(self.buf.len());
                     return Ok(true);
                 }
                 Ok(None) => {}
@@ -163,17 +184,8 @@ impl RecvBuffer {
             }
             match wait {
                 Wait::No => return Ok(false),
-                Wait::Until(None) if stop.is_stopped() => return Err(Error::Stopped),
-                // The receive timeout ran out, or the descriptor is non-blocking
-                // (adopted so, or set so for an event loop) and recv returns at
-                // once: then wait in poll, which also sees the stop.
-                Wait::Until(None) => {
-                    if socket.is_nonblocking() {
-                        wait_readable(socket.fd(), stop, None)?;
-                    }
-                }
-                Wait::Until(Some(deadline)) => {
-                    if !wait_readable(socket.fd(), stop, Some(deadline))? {
+                Wait::Until(deadline) => {
+                    if !wait_readable(socket.fd(), stop, deadline)? {
                         return Ok(false);
                     }
                 }
@@ -183,32 +195,44 @@ impl RecvBuffer {
 
     /// Reads until the kernel answers configuration request `seq`, keeping
     /// every other message (and what was left of the current datagram) for
-    /// later receives. Returns the answer's errno (0 for success), or `None`
-    /// when none came before `deadline`.
+    /// later receives, but for the packets of `discard`, which are dropped
+    /// here (counted as stale): those of a queue being unbound.
+    ///
+    /// The kernel handles a request while it is being sent, so its answer is
+    /// in the socket, behind what came before it, by the time this runs;
+    /// unless the socket's receive buffer was full, and the answer was lost.
+    /// Hence: [`Answer::Errno`] (0 for success) when it is found,
+    /// [`Answer::Lost`] when the socket was read empty past an overflow
+    /// without it, and [`Answer::Late`] when none came by `deadline`
+    /// without an overflow.
     pub(crate) fn await_answer(
         &mut self,
         shared: &Shared,
         stop: &StopHandle,
         seq: u32,
+        discard: Option<u16>,
         deadline: Instant,
-    ) -> Result<Option<i32>> {
+    ) -> Result<Answer> {
         if self.cursor < self.filled {
             self.stash
                 .push_front(self.buf[self.cursor..self.filled].into());
         }
         self.cursor = 0;
         self.filled = 0;
+        let mut overflowed = false;
         loop {
             Counters::bump_receive(&shared.counters.recv_calls);
             let len = match shared.socket.recv(&mut self.buf, true) {
                 Ok(Some(len)) => len.min(self.buf.len()),
+                Ok(None) if overflowed => return Ok(Answer::Lost),
                 Ok(None) => match wait_readable(shared.socket.fd(), stop, Some(deadline)) {
                     Ok(true) => continue,
-                    Ok(false) | Err(Error::Stopped) => return Ok(None),
+                    Ok(false) | Err(Error::Stopped) => return Ok(Answer::Late),
                     Err(err) => return Err(err),
                 },
                 Err(Error::ReceiveOverflow) => {
                     Counters::bump_receive(&shared.counters.receive_overflows);
+                    overflowed = true;
                     continue;
                 }
                 Err(err) => return Err(err),
@@ -224,14 +248,53 @@ impl RecvBuffer {
                     Message::Ack(ack) if ack.seq == seq && ack.request_kind == MSG_CONFIG => {
                         answer = Some(ack.errno)
                     }
+                    Message::Packet { queue, .. } if Some(queue) == discard => {
+                        Counters::bump_receive(&shared.counters.stale_packets)
+                    }
                     _ => self.stash.push_back(this.into()),
                 }
                 datagram = rest;
             }
-            if answer.is_some() {
-                return Ok(answer);
+            if let Some(errno) = answer {
+                return Ok(Answer::Errno(errno));
             }
         }
+    }
+
+    /// Drops the packet messages of `queue` read already (the rest of the
+    /// current datagram, and those kept while a request waited), counting
+    /// them as stale: they came through a binding that has ended.
+    pub(crate) fn discard(&mut self, shared: &Shared, queue: u16) {
+        if self.cursor < self.filled {
+            self.stash
+                .push_front(self.buf[self.cursor..self.filled].into());
+            self.cursor = 0;
+            self.filled = 0;
+        }
+        let before = self.stash.len();
+        let mut kept = VecDeque::with_capacity(before);
+        for datagram in self.stash.drain(..) {
+            let mut rest: &[u8] = &datagram;
+            let mut keep = Vec::new();
+            while !rest.is_empty() {
+                let Ok((message, next)) = next_message(rest) else {
+                    keep.extend_from_slice(rest);
+                    break;
+                };
+                let this = &rest[..rest.len() - next.len()];
+                match message {
+                    Message::Packet { queue: q, .. } if q == queue => {
+                        Counters::bump_receive(&shared.counters.stale_packets)
+                    }
+                    _ => keep.extend_from_slice(this),
+                }
+                rest = next;
+            }
+            if !keep.is_empty() {
+                kept.push_back(keep.into_boxed_slice());
+            }
+        }
+        self.stash = kept;
     }
 
     /// Calls `packet(queue, attrs)` for every packet waiting now (it returns
@@ -315,14 +378,20 @@ impl RecvBuffer {
                 .zip(region.chunks_exact(BURST_STRIDE))
                 .take(received)
             {
-                if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    Counters::bump_receive(&counters.malformed);
-                    continue;
-                }
-                let mut datagram = &slot[..header.msg_len as usize];
+                let len = (header.msg_len as usize).min(RECV_BUFFER_LEN);
+                let mut datagram = &slot[..len];
                 while !datagram.is_empty() {
                     let Ok((message, rest)) = next_message(datagram) else {
-                        Counters::bump_receive(&counters.malformed);
+                        // A packet message cut short (a datagram longer than
+                        // the buffer, which no packet message is) still
+                        // names its packet: `packet` fails to parse it and
+                        // drops the packet by id.
+                        match packet_prefix(datagram) {
+                            Some((queue, attrs)) => {
+                                packet(queue, attrs);
+                            }
+                            None => Counters::bump_receive(&counters.malformed),
+                        }
                         break;
                     };
                     datagram = rest;

@@ -161,7 +161,8 @@ impl NetlinkSocket {
 
     /// Receives one datagram into `buf`, returning its full length (which may be
     /// more than `buf.len()` when it was cut), or `None` when nothing came:
-    /// at once when `nonblocking`, else when the receive timeout ran out.
+    /// at once when `nonblocking`, else when a receive timeout set on the
+    /// socket ran out.
     pub(crate) fn recv(&self, buf: &mut [u8], nonblocking: bool) -> Result<Option<usize>> {
         let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
         loop {
@@ -183,14 +184,6 @@ impl NetlinkSocket {
                 }
             }
         }
-    }
-
-    /// Whether the descriptor is in non-blocking mode (`O_NONBLOCK`), which a
-    /// caller may set at any time through the raw descriptor.
-    pub(crate) fn is_nonblocking(&self) -> bool {
-        // SAFETY: F_GETFL reads the descriptor's flags; no memory is passed.
-        let flags = unsafe { libc::fcntl(self.fd, libc::F_GETFL) };
-        flags >= 0 && flags & libc::O_NONBLOCK != 0
     }
 
     /// Sets an integer socket option.
@@ -217,28 +210,6 @@ impl NetlinkSocket {
                 return Err(Error::PermissionDenied { op });
             }
             return Err(Error::Sys { op, source });
-        }
-        Ok(())
-    }
-
-    /// Bounds how long a blocking receive waits (`SO_RCVTIMEO`).
-    pub(crate) fn set_recv_timeout(&self, timeout: std::time::Duration) -> Result<()> {
-        let value = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
-        };
-        // SAFETY: the option value is a valid timeval of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&value as *const libc::timeval).cast(),
-                mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::last_os("setsockopt(SO_RCVTIMEO)"));
         }
         Ok(())
     }

@@ -35,8 +35,25 @@ crate::counter_set! {
     fallback_drops,
     /// Receive buffer overflows (`ENOBUFS`): the kernel dropped packets.
     receive_overflows,
-    /// Malformed messages skipped.
+    /// Malformed messages skipped (those of packets included: see
+    /// `malformed_dropped` and `malformed_unsettled`).
     malformed,
+    /// Packets whose message could not be parsed whole but whose id could:
+    /// they were dropped (included in `malformed`).
+    malformed_dropped,
+    /// Packet messages whose id could not be read, or whose drop could not
+    /// be sent (included in `malformed`): such a packet waits in the kernel
+    /// until its queue is unbound, and a batch verdict for a later id would
+    /// settle it too.
+    malformed_unsettled,
+    /// Verdicts not sent because the binding their packet came through had
+    /// ended (see [`Error::StaleBinding`](crate::Error::StaleBinding)),
+    /// including unanswered verdicts of holders dropped after an unbind.
+    stale_verdicts,
+    /// Packets read after their binding ended (kept while a request waited
+    /// for its answer, or sent by the kernel during an unbind): not handed
+    /// out, as the kernel dropped them at the unbind.
+    stale_packets,
     /// `recv` system calls made (including ones that found nothing).
     recv_calls,
     /// `sendmsg` system calls made.

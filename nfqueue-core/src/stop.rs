@@ -9,9 +9,8 @@ use std::sync::Arc;
 /// queue it was taken from. `Send + Sync + Clone`; [`stop`](Self::stop) only
 /// writes to an eventfd, so it is async-signal-safe and may be called from a
 /// signal handler. Once stopped, a queue stays stopped. A thread blocked in
-/// [`Queue::recv`](crate::Queue::recv) or `run` sees the stop within 100 ms
-/// (they sleep in `recv` itself, one system call per packet); `recv_timeout`
-/// and anything polling the eventfd see it at once.
+/// [`Queue::recv`](crate::Queue::recv), `recv_timeout` or `run` sees it at
+/// once: they sleep in `poll` on the socket and this handle's eventfd.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
     inner: Arc<Inner>,

@@ -2,6 +2,7 @@
 //! one: it gives the verdict, and when dropped without one it answers for the
 //! packet, so that none is left waiting in the kernel by accident.
 
+use crate::binding::PacketKey;
 use crate::error::{Error, Result};
 use crate::handle::VerdictHandle;
 use crate::verdict::{Verdict, VerdictKind};
@@ -20,31 +21,26 @@ enum OnDrop {
     Nothing,
 }
 
-/// The right to give packet `id` of queue `queue` its verdict, through a
-/// [`VerdictHandle`] borrowed (`H = &VerdictHandle`) or owned.
+/// The right to give the packet `key` names its verdict, through a
+/// [`VerdictHandle`] borrowed (`H = &VerdictHandle`) or owned. It lapses
+/// with the binding the packet came through: then nothing is sent.
 pub(crate) struct VerdictRight<H: Borrow<VerdictHandle>> {
     handle: H,
-    queue: u16,
-    id: u32,
+    key: PacketKey,
     on_drop: OnDrop,
 }
 
 impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
-    pub(crate) fn new(handle: H, queue: u16, id: u32, unanswered: VerdictKind) -> Self {
+    pub(crate) fn new(handle: H, key: PacketKey, unanswered: VerdictKind) -> Self {
         VerdictRight {
             handle,
-            queue,
-            id,
+            key,
             on_drop: OnDrop::Unanswered(unanswered),
         }
     }
 
-    pub(crate) fn queue(&self) -> u16 {
-        self.queue
-    }
-
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    pub(crate) fn key(&self) -> PacketKey {
+        self.key
     }
 
     pub(crate) fn handle(&self) -> &VerdictHandle {
@@ -62,10 +58,15 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
     /// Sends `verdict`. On error nothing was sent, and the right, if dropped
     /// now, drops the packet.
     pub(crate) fn give(&mut self, verdict: &Verdict<'_>) -> Result<()> {
-        match self.handle.borrow().verdict(self.queue, self.id, verdict) {
+        match self.handle.borrow().verdict(self.key, verdict) {
             Ok(()) => {
                 self.on_drop = OnDrop::Nothing;
                 Ok(())
+            }
+            // Nothing can be sent for this packet any more.
+            Err(err @ Error::StaleBinding { .. }) => {
+                self.on_drop = OnDrop::Nothing;
+                Err(err)
             }
             Err(err) => {
                 self.on_drop = OnDrop::Fallback;
@@ -84,8 +85,7 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
     pub(crate) fn take_owned(&mut self) -> VerdictRight<VerdictHandle> {
         let owned = VerdictRight {
             handle: self.handle.borrow().clone(),
-            queue: self.queue,
-            id: self.id,
+            key: self.key,
             on_drop: self.on_drop,
         };
         self.forget();
@@ -98,8 +98,8 @@ impl<H: Borrow<VerdictHandle>> Drop for VerdictRight<H> {
         let handle = self.handle.borrow();
         match self.on_drop {
             OnDrop::Nothing => {}
-            OnDrop::Unanswered(kind) => handle.unanswered_verdict(self.queue, self.id, kind),
-            OnDrop::Fallback => handle.fallback_drop(self.queue, self.id),
+            OnDrop::Unanswered(kind) => handle.unanswered_verdict(self.key, kind),
+            OnDrop::Fallback => handle.fallback_drop(self.key),
         }
     }
 }
@@ -107,8 +107,7 @@ impl<H: Borrow<VerdictHandle>> Drop for VerdictRight<H> {
 impl<H: Borrow<VerdictHandle>> fmt::Debug for VerdictRight<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerdictRight")
-            .field("queue", &self.queue)
-            .field("id", &self.id)
+            .field("key", &self.key)
             .field("on_drop", &self.on_drop)
             .finish()
     }
@@ -186,8 +185,11 @@ macro_rules! verdict_methods {
         /// Gives the packet `verdict` (with its mark and payload, if any).
         ///
         /// # Errors
-        /// As [`VerdictHandle::verdict`](crate::VerdictHandle::verdict). Nothing
-        /// was sent then, and the packet is dropped (counted in
+        /// As [`VerdictHandle::verdict`](crate::VerdictHandle::verdict): for a
+        /// packet whose queue was unbound since it was received,
+        /// [`Error::StaleBinding`](crate::Error::StaleBinding), and nothing is
+        /// or will be sent (the kernel dropped the packet at the unbind).
+        /// Otherwise nothing was sent, and the packet is dropped (counted in
         /// [`Stats::fallback_drops`](crate::Stats::fallback_drops)), so it
         /// neither stays queued nor passes: a drop that cannot be sent as
         /// given stays a drop, and an accept whose new payload the kernel

@@ -2,6 +2,7 @@
 //! and read through borrowing getters.
 
 use crate::attr::{be16, be32, be64, AttrIndex, Attribute, Attributes};
+use crate::binding::{Binding, PacketKey};
 use crate::error::MalformedError;
 use crate::ifname::{self, InterfaceName};
 use crate::message::{next_message, Message};
@@ -91,6 +92,16 @@ impl Vlan {
     }
 }
 
+/// The id of a packet whose attributes cannot be parsed whole, if its
+/// `NFQA_PACKET_HDR` (which the kernel puts first) can be read: so that the
+/// packet still gets a verdict instead of waiting in the kernel.
+pub(crate) fn packet_id(attrs: &[u8]) -> Option<u32> {
+    Attributes::new(attrs)
+        .map_while(Result::ok)
+        .find(|attr| u32::from(attr.kind) == nfqa::NFQA_PACKET_HDR)
+        .and_then(|attr| be32(attr.value))
+}
+
 /// A packet's metadata and payload, parsed from a netlink message without
 /// copying. [`Packet`](crate::Packet) dereferences to it, an
 /// [`OwnedPacket`](crate::OwnedPacket) gives it with
@@ -107,7 +118,8 @@ pub struct PacketView<'a> {
 /// them, it makes a view again without parsing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
-    queue: u16,
+    /// The queue and the binding of it the packet came through.
+    binding: Binding,
     id: u32,
     hw_protocol: u16,
     hook: Hook,
@@ -133,19 +145,31 @@ impl<'a> PacketView<'a> {
 
     /// Parses the attributes of a packet message of queue `queue` (the bytes
     /// after its `nfgenmsg`, as [`attribute_bytes`](Self::attribute_bytes) returns
-    /// them).
+    /// them). The view came through no binding of this process: a verdict for
+    /// its [`key`](Self::key) is refused.
     ///
     /// # Errors
     /// [`MalformedError`] when they are not a packet's attributes.
     pub fn parse(queue: u16, attrs: &'a [u8]) -> Result<Self, MalformedError> {
-        Self::parse_with_names(queue, attrs, None)
+        Self::parse_with_names(Binding::detached(queue), attrs, None)
     }
 
-    /// [`parse`](Self::parse), looking interface names up through `names` (a
-    /// socket the caller keeps open while the view lives).
+    /// Parses the attributes of a packet received through `binding`, e.g. a
+    /// copy of them that a receive thread handed to a worker (see
+    /// [`parse`](Self::parse)); its [`key`](Self::key) then names the packet
+    /// for verdicts.
+    ///
+    /// # Errors
+    /// [`MalformedError`] when they are not a packet's attributes.
+    pub fn parse_received(binding: Binding, attrs: &'a [u8]) -> Result<Self, MalformedError> {
+        Self::parse_with_names(binding, attrs, None)
+    }
+
+    /// [`parse_received`](Self::parse_received), looking interface names up
+    /// through `names` (a socket the caller keeps open while the view lives).
     #[inline]
     pub(crate) fn parse_with_names(
-        queue: u16,
+        binding: Binding,
         attrs: &'a [u8],
         names: Option<RawFd>,
     ) -> Result<Self, MalformedError> {
@@ -164,7 +188,7 @@ impl<'a> PacketView<'a> {
         Ok(PacketView {
             attrs,
             meta: Meta {
-                queue,
+                binding,
                 id: be32(header).unwrap_or_default(),
                 hw_protocol: be16(&header[4..]).unwrap_or_default(),
                 hook: Hook::from(header[6]),
@@ -203,7 +227,13 @@ impl<'a> PacketView<'a> {
 
     /// The queue number the packet came from.
     pub fn queue(&self) -> u16 {
-        self.meta.queue
+        self.meta.binding.queue()
+    }
+
+    /// The packet's queue, id and binding: what a verdict by id names (see
+    /// [`VerdictHandle::verdict`](crate::VerdictHandle::verdict)).
+    pub fn key(&self) -> PacketKey {
+        self.meta.binding.packet(self.meta.id)
     }
 
     /// The packet id: verdicts name the packet by it.

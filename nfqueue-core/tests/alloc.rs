@@ -68,16 +68,12 @@ fn receive_and_verdict_allocate_nothing_per_packet() {
             let mut last = None;
             for _ in 0..50 {
                 match queue.recv_timeout(TIMEOUT) {
-                    Ok(Some(packet)) => last = Some(packet.detach().id()),
+                    Ok(Some(packet)) => last = Some(packet.detach().key()),
                     _ => *failures += 1,
                 }
             }
-            if let Some(id) = last {
-                *failures += u32::from(
-                    batch
-                        .push_up_to(QUEUE, id, VerdictKind::Accept, None)
-                        .is_err(),
-                );
+            if let Some(key) = last {
+                *failures += u32::from(batch.push_up_to(key, VerdictKind::Accept, None).is_err());
                 *failures += u32::from(handle.send_all(&mut batch).is_err());
             }
         }

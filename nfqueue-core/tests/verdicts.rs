@@ -287,15 +287,15 @@ fn a_batch_verdict_settles_every_packet_up_to_its_id() {
     ]);
     let mut queue = bound_queue(8);
     traffic::send_numbered_udp(&udp.sender, udp.dest(), 5, 16);
-    let mut last = 0;
+    let mut last = None;
     for _ in 0..5 {
         let pending = next_packet(&mut queue).defer();
-        last = pending.id();
+        last = Some(pending.key());
         pending.forget();
     }
     queue
         .verdict_handle()
-        .batch_verdict(8, last, VerdictKind::Accept, Some(5))
+        .batch_verdict(last.unwrap(), VerdictKind::Accept, Some(5))
         .unwrap();
     assert_eq!(
         traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10).len(),
@@ -383,12 +383,12 @@ fn a_stale_id_is_reported_and_the_queue_goes_on() {
     let mut queue = bound_queue(12);
     udp.sender.send_to(b"first", udp.dest()).unwrap();
     let packet = next_packet(&mut queue);
-    let id = packet.id();
+    let key = packet.key();
     packet.accept().unwrap();
     // The same id again: the kernel no longer holds that packet.
     queue
         .verdict_handle()
-        .verdict(12, id, &Verdict::drop())
+        .verdict(key, &Verdict::drop())
         .unwrap();
     match queue.recv_timeout(PACKET_TIMEOUT) {
         Err(Error::VerdictRejected {
@@ -396,7 +396,7 @@ fn a_stale_id_is_reported_and_the_queue_goes_on() {
             packet_id,
             source,
         }) => {
-            assert_eq!(packet_id, id);
+            assert_eq!(packet_id, key.id());
             assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
         }
         other => panic!("expected the stale verdict to be reported, got {other:?}"),
@@ -479,18 +479,18 @@ fn a_message_too_large_to_send_does_not_hold_up_the_others() {
     let mut big = Vec::new();
     for n in 0..3 {
         let view = next_packet(&mut queue).detach();
-        ids.push(view.id());
+        ids.push(view.key());
         if n == 1 {
             big = view.payload().to_vec();
             big.resize(8000, 0);
         }
     }
     let mut batch = VerdictBatch::new();
-    batch.push(16, ids[0], Verdict::accept()).unwrap();
+    batch.push(ids[0], Verdict::accept()).unwrap();
     batch
-        .push(16, ids[1], Verdict::accept().with_payload(big))
+        .push(ids[1], Verdict::accept().with_payload(big))
         .unwrap();
-    batch.push(16, ids[2], Verdict::accept()).unwrap();
+    batch.push(ids[2], Verdict::accept()).unwrap();
     let calls = queue.verdict_handle().send_all(&mut batch).unwrap();
     assert!(batch.is_empty());
     assert!(
@@ -523,7 +523,7 @@ fn many_verdicts_go_out_in_one_system_call() {
     let mut rewritten = Vec::new();
     for n in 0..5 {
         let view = next_packet(&mut queue).detach();
-        ids.push(view.id());
+        ids.push(view.key());
         if n == 4 {
             rewritten = view.payload().to_vec();
         }
@@ -534,14 +534,12 @@ fn many_verdicts_go_out_in_one_system_call() {
     rewritten[ihl + 6..ihl + 8].copy_from_slice(&[0, 0]);
 
     let mut batch = VerdictBatch::new();
+    batch.push_up_to(ids[1], VerdictKind::Accept, None).unwrap();
+    batch.push(ids[2], Verdict::drop()).unwrap();
     batch
-        .push_up_to(14, ids[1], VerdictKind::Accept, None)
+        .push(ids[4], Verdict::accept().with_payload(rewritten))
         .unwrap();
-    batch.push(14, ids[2], Verdict::drop()).unwrap();
-    batch
-        .push(14, ids[4], Verdict::accept().with_payload(rewritten))
-        .unwrap();
-    batch.push(14, ids[3], Verdict::accept()).unwrap();
+    batch.push(ids[3], Verdict::accept()).unwrap();
     assert_eq!(
         queue.verdict_handle().send_all(&mut batch).unwrap(),
         1,
@@ -574,9 +572,10 @@ fn a_burst_receive_reads_many_datagrams_per_system_call() {
     traffic::send_numbered_udp(&udp.sender, udp.dest(), 40, 16);
     // A verdict for an id that was never handed out: reported in the stream,
     // which a burst counts and skips.
+    let binding = queue.binding(15).unwrap();
     queue
         .verdict_handle()
-        .verdict(15, 4_000_000, &Verdict::accept())
+        .verdict(binding.packet(4_000_000), &Verdict::accept())
         .unwrap();
     let calls_before = queue.stats().recv_calls;
     let mut ids = Vec::new();

@@ -348,8 +348,9 @@ impl NetfilterQueue {
                 .queue
                 .bind(num, &config)
                 .map_err(|err| bind_error(py, num, &err))?;
+            let core = state.queue.binding(num).expect("bound just now");
             state.bound = Some(BoundQueue {
-                binding: Arc::new(Binding::new(num, self.verdicts.clone())),
+                binding: Arc::new(Binding::new(core, self.verdicts.clone())),
                 callback: user_callback,
             });
             // The kernel caps a larger request itself.

@@ -2,7 +2,7 @@
 //! of a burst and sent together in one `sendmsg` when the burst is done.
 
 use crate::errors;
-use nfqueue_core::{InterfaceName, Verdict, VerdictBatch, VerdictHandle, VerdictKind};
+use nfqueue_core::{InterfaceName, PacketKey, Verdict, VerdictBatch, VerdictHandle, VerdictKind};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,13 +61,12 @@ impl Verdicts {
             .map_err(|err| errors::os_error_errno("Failed to send verdicts:", &err))
     }
 
-    /// Gives packet `id` of queue `queue` its verdict: into the burst's batch
-    /// when the thread dispatching it gives it, else at once.
+    /// Gives the packet `key` names its verdict: into the burst's batch when
+    /// the thread dispatching it gives it, else at once.
     fn give(
         &self,
         py: Python<'_>,
-        queue: u16,
-        id: u32,
+        key: PacketKey,
         kind: VerdictKind,
         mark: Option<u32>,
         payload: Option<&Py<PyBytes>>,
@@ -84,11 +83,11 @@ impl Verdicts {
             if collector.dispatching == Some(thread::current().id()) {
                 return collector
                     .batch
-                    .push(queue, id, verdict)
+                    .push(key, verdict)
                     .map_err(|err| errors::os_error_errno("Failed to give verdict:", &err));
             }
         }
-        py.detach(|| self.handle.verdict(queue, id, &verdict))
+        py.detach(|| self.handle.verdict(key, &verdict))
             .map_err(|err| errors::os_error_errno("Failed to send verdict:", &err))
     }
 
@@ -101,15 +100,15 @@ impl Verdicts {
 /// One `bind()` of a queue number: what its packets need to give their verdict.
 #[derive(Debug)]
 pub(crate) struct Binding {
-    queue: u16,
+    core: nfqueue_core::Binding,
     unbound: AtomicBool,
     verdicts: Arc<Verdicts>,
 }
 
 impl Binding {
-    pub(crate) fn new(queue: u16, verdicts: Arc<Verdicts>) -> Self {
+    pub(crate) fn new(core: nfqueue_core::Binding, verdicts: Arc<Verdicts>) -> Self {
         Binding {
-            queue,
+            core,
             unbound: AtomicBool::new(false),
             verdicts,
         }
@@ -117,7 +116,7 @@ impl Binding {
 
     /// The queue number.
     pub(crate) fn queue(&self) -> u16 {
-        self.queue
+        self.core.queue()
     }
 
     /// From now on its packets refuse verdicts: the kernel has dropped them.
@@ -139,7 +138,8 @@ impl Binding {
         mark: Option<u32>,
         payload: Option<&Py<PyBytes>>,
     ) -> PyResult<()> {
-        self.verdicts.give(py, self.queue, id, kind, mark, payload)
+        self.verdicts
+            .give(py, self.core.packet(id), kind, mark, payload)
     }
 
     /// The name of interface `index` in the socket's network namespace.
