@@ -3,23 +3,28 @@
 //! channel message each way per burst and worker, not per packet; the receive
 //! thread reuses batches, so a steady flow allocates nothing.
 
-use nfqueue_core::Verdict;
+use nfqueue_core::{Binding, Verdict};
 
-/// Where one packet of a batch lies in its bytes.
+/// Where one packet of a batch lies in its bytes, and its flow.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     id: u32,
-    start: u32,
-    end: u32,
+    start: usize,
+    end: usize,
+    /// The flow's hash, under flow affinity (else 0).
+    flow: u64,
 }
 
 /// Packets of one queue, their attribute bytes one after another (one copy
 /// each, into a buffer the batch keeps), and the verdicts a worker gave them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Batch {
     /// Index of the receive thread (queue) it came from.
     pub(crate) slot: usize,
-    pub(crate) queue: u16,
+    /// The binding its packets came through.
+    pub(crate) binding: Option<Binding>,
+    /// The index of the channel it went out on.
+    pub(crate) channel: usize,
     entries: Vec<Entry>,
     bytes: Vec<u8>,
     /// The verdicts, in the order of the packets; filled by the worker.
@@ -31,23 +36,30 @@ impl Batch {
     /// of attributes, so that a full burst does not grow it.
     pub(crate) fn with_room(packets: usize, bytes_each: usize) -> Self {
         Batch {
+            slot: 0,
+            binding: None,
+            channel: 0,
             entries: Vec::with_capacity(packets),
             bytes: Vec::with_capacity(packets * bytes_each),
             verdicts: Vec::with_capacity(packets),
-            ..Batch::default()
         }
     }
 
-    /// Adds packet `id` with its attribute bytes.
-    pub(crate) fn push(&mut self, id: u32, attrs: &[u8]) {
+    /// Adds packet `id` of flow `flow` with its attribute bytes.
+    pub(crate) fn push(&mut self, id: u32, flow: u64, attrs: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(attrs);
-        // A batch holds at most a burst of messages of at most 128 KiB.
         self.entries.push(Entry {
             id,
-            start: start as u32,
-            end: self.bytes.len() as u32,
+            start,
+            end: self.bytes.len(),
+            flow,
         });
+    }
+
+    /// Each packet's id and flow hash, in order.
+    pub(crate) fn flows(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.entries.iter().map(|e| (e.id, e.flow))
     }
 
     /// Packets in the batch.
@@ -59,7 +71,7 @@ impl Batch {
     pub(crate) fn packets(&self) -> impl Iterator<Item = (u32, &[u8])> {
         self.entries
             .iter()
-            .map(|e| (e.id, &self.bytes[e.start as usize..e.end as usize]))
+            .map(|e| (e.id, &self.bytes[e.start..e.end]))
     }
 
     /// Empties the batch for reuse, keeping its storage.
@@ -76,10 +88,14 @@ mod tests {
 
     #[test]
     fn packets_come_out_as_they_went_in_and_clear_keeps_the_storage() {
-        let mut batch = Batch::default();
-        batch.push(10, b"first");
-        batch.push(11, b"");
-        batch.push(12, b"third");
+        let mut batch = Batch::with_room(0, 0);
+        batch.push(10, 1, b"first");
+        batch.push(11, 2, b"");
+        batch.push(12, 1, b"third");
+        assert_eq!(
+            batch.flows().collect::<Vec<_>>(),
+            [(10, 1), (11, 2), (12, 1)]
+        );
         let packets: Vec<(u32, &[u8])> = batch.packets().collect();
         assert_eq!(
             packets,

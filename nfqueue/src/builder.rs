@@ -3,12 +3,14 @@
 use crate::affinity;
 use crate::dispatcher::Dispatcher;
 use crate::failure::FirstFailure;
-use crate::receiver::{batches_per_queue, Fanout, Handling, ReceiveLoop};
+use crate::receiver::{out_per_channel, Fanout, Handling, ReceiveLoop};
 use crate::stats::{QueueCounters, SlotCounters};
 use crate::stats_handle::StatsHandle;
 use crate::wake::Waker;
-use crate::worker::{print_panic, Handler, Judge, PanicHandler, PanicReport, ReturnPath, Worker};
-use crossbeam_channel::bounded;
+use crate::worker::{
+    drop_contained, print_panic, Handler, Judge, PanicHandler, PanicReport, ReturnPath, Worker,
+};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use nfqueue_core::net::FlowKey;
 use nfqueue_core::{
     Error, PacketView, Queue, QueueConfig, Result, StopHandle, Verdict, VerdictKind,
@@ -24,6 +26,14 @@ pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
 /// Default of [`DispatcherBuilder::max_in_flight`]: the packets of one queue
 /// that its workers may hold at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// The largest [`DispatcherBuilder::max_in_flight`]: 2^20 packets, a thousand
+/// times the kernel's default queue length. Each packet in flight holds a
+/// copy of its message, up to 64 KiB.
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
+/// The most workers a dispatcher starts ([`DispatcherBuilder::workers`]).
+pub const MAX_WORKERS: usize = 1024;
 
 /// Builds a [`Dispatcher`], in the manner of rayon's `ThreadPoolBuilder`.
 ///
@@ -107,12 +117,14 @@ impl Default for DispatcherBuilder {
 
 impl DispatcherBuilder {
     /// A builder with the defaults: no queue yet, one worker per available core,
-    /// accept as default verdict, no flow affinity.
+    /// no flow affinity, drop for a packet whose handler panics, and the
+    /// defaults of [`QueueConfig`] (drop for a packet read while stopping).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds queue number `queue` (one socket and receive thread each).
+    /// Adds queue number `queue` (one socket and receive thread each). A
+    /// number given twice is refused when the dispatcher is built.
     pub fn queue(mut self, queue: u16) -> Self {
         self.queues.push(queue);
         self
@@ -125,7 +137,8 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Number of worker threads (default: the available cores).
+    /// Number of worker threads (default: the available cores), at most
+    /// [`MAX_WORKERS`].
     ///
     /// `0` runs the handler on each queue's receive thread instead, on the packet
     /// as it lies in the receive buffer: no copy, no hand-off between threads,
@@ -139,15 +152,19 @@ impl DispatcherBuilder {
     }
 
     /// Most packets of one queue that its workers may hold at once, handed
-    /// out and not yet answered (default [`DEFAULT_MAX_IN_FLIGHT`]; a burst
-    /// read whole may go over by up to 80). When they hold that many, the
-    /// queue's receive thread stops reading until verdicts come back, the
-    /// kernel's queue fills meanwhile, and then its `max_len` and fail-open
-    /// setting decide. Each queue has channels of its own to the workers (with
-    /// flow affinity, one to each worker), so a flood on one queue does not
-    /// take the room of another.
+    /// out and not yet answered (default [`DEFAULT_MAX_IN_FLIGHT`], from 1 to
+    /// [`MAX_IN_FLIGHT`]; a burst read whole may go over by up to 80). This
+    /// is the one bound: a worker that is slow or stuck holds back the
+    /// packets it has, and under flow affinity those of the flows that have
+    /// packets on it, while the other workers go on with the rest, until the
+    /// queue has this many packets out. Then the queue's receive thread
+    /// stops reading until verdicts come back, the kernel's queue fills
+    /// meanwhile, and its `max_len` and fail-open setting decide. Each queue
+    /// has channels of its own to the workers (with flow affinity, one to
+    /// each worker), so a flood on one queue does not take the room of
+    /// another. A value out of range is refused when the dispatcher is built.
     pub fn max_in_flight(mut self, packets: usize) -> Self {
-        self.max_in_flight = packets.max(1);
+        self.max_in_flight = packets;
         self
     }
 
@@ -178,8 +195,13 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Sends all packets of one flow to the same worker, so their verdicts keep
-    /// the flow's order (default off: any free worker takes the next packet).
+    /// Keeps the packets of one flow in order (default off: any free worker
+    /// takes the next packet). A flow's packets go to the worker that has
+    /// its other packets in flight, so that their verdicts keep the flow's
+    /// order; a flow with none in flight goes to the least loaded worker, so
+    /// that a slow or stuck worker holds back only the flows it has packets
+    /// of. Flows are told apart by a 64-bit hash of `key`'s fields; two
+    /// flows with the same hash count as one.
     pub fn flow_affinity(mut self, key: FlowKey) -> Self {
         self.flow_affinity = Some(key);
         self
@@ -246,21 +268,27 @@ impl DispatcherBuilder {
     /// for each queue, by `make_handler(queue_index)`): handlers may then keep
     /// mutable state without locks.
     ///
+    /// Every input is checked before anything is bound, and nothing keeps
+    /// running after an error: the queues are unbound (their sockets closed)
+    /// and the threads started are joined before the error is returned. No
+    /// packet is read until every thread has started.
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] without queues; the errors of
-    /// [`Queue::bind`] (e.g. [`Error::QueueTaken`]); [`Error::Sys`] when a thread
-    /// cannot be spawned. Nothing keeps running after an error.
+    /// [`Error::InvalidArgument`] without queues or for a thread name prefix
+    /// with a NUL byte, [`Error::DuplicateQueue`], [`Error::OutOfRange`] for
+    /// `workers` or `max_in_flight`, the errors of
+    /// [`QueueConfig::validate`]; the errors of [`Queue::bind`] (e.g.
+    /// [`Error::QueueTaken`]); [`Error::Sys`] when a thread cannot be spawned.
+    ///
+    /// # Panics
+    /// Passes on a panic of `make_handler`, after the same clean-up.
     pub fn build_with<M, H>(self, mut make_handler: M) -> Result<Dispatcher>
     where
         M: FnMut(usize) -> H,
         H: Handler,
     {
-        if self.queues.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a dispatcher needs at least one queue",
-            ));
-        }
         let workers = self.workers.unwrap_or_else(affinity::available_cpus);
+        self.check(workers)?;
         // Bind every queue here, so that errors reach the caller before any
         // thread starts.
         let mut queues = Vec::with_capacity(self.queues.len());
@@ -276,7 +304,7 @@ impl DispatcherBuilder {
             }
             queues.push(queue);
         }
-        let queue_sockets_netns = queues.first().map(Queue::kernel_stats_reader).transpose()?;
+        let kernel = queues[0].kernel_stats_reader()?;
 
         let stop = match self.stop.clone() {
             Some(stop) => stop,
@@ -290,29 +318,34 @@ impl DispatcherBuilder {
             next_cpu += 1;
             self.pin_cpus.then_some(cpu)
         };
-
-        let judge = |index: usize, handler: H| Judge {
+        let mut make = |index: usize| Judge {
             index,
-            handler,
+            handler: make_handler(index),
             on_panic: self.on_panic,
             panic_handler: Arc::clone(&self.panic_handler),
         };
+
+        // Threads started so far. Declared before everything that holds a
+        // queue or a channel, so that on an early return, or a panic of
+        // `make_handler`, those are dropped first (closing the sockets and
+        // the channels), and then the threads, which end once they are, are
+        // joined.
+        let mut started = Started::new(self.queues.len());
+
         // One channel per queue (and worker, with flow affinity): a receive
-        // thread whose channel is full waits only for its own jobs, and the
-        // worker that takes one of them wakes it with the verdict.
-        // Room for all of a queue's batches, so that sending one never
-        // blocks: backpressure is the receive thread's own count of packets
-        // and batches out, not a full channel.
-        let batches = if workers == 0 {
-            0
-        } else {
-            batches_per_queue(workers)
+        // thread waits only for its own jobs, and the worker that takes one
+        // of them wakes it with the verdict. A channel has room for every
+        // batch its receive thread may have out on it, so sending never
+        // blocks.
+        let max_out = out_per_channel(workers, self.flow_affinity.is_some());
+        let channels = match self.flow_affinity {
+            None => 1,
+            Some(_) => workers,
         };
-        let room = batches.max(1);
         let mut worker_inputs = vec![Vec::with_capacity(queues.len()); workers];
         let mut fanout = || match self.flow_affinity {
             None => {
-                let (tx, rx) = bounded(room);
+                let (tx, rx) = bounded(max_out);
                 for inputs in &mut worker_inputs {
                     inputs.push(rx.clone());
                 }
@@ -322,7 +355,7 @@ impl DispatcherBuilder {
                 let senders = worker_inputs
                     .iter_mut()
                     .map(|inputs| {
-                        let (tx, rx) = bounded(room);
+                        let (tx, rx) = bounded(max_out);
                         inputs.push(rx);
                         tx
                     })
@@ -334,7 +367,7 @@ impl DispatcherBuilder {
         let mut loops = Vec::with_capacity(queues.len());
         let mut returns = Vec::with_capacity(queues.len());
         for (slot, queue) in queues.into_iter().enumerate() {
-            let (done_tx, done_rx) = bounded(room);
+            let (done_tx, done_rx) = bounded((channels * max_out).max(1));
             let waker = Arc::new(Waker::new().map_err(|source| Error::Sys {
                 op: "eventfd",
                 source,
@@ -345,8 +378,11 @@ impl DispatcherBuilder {
                 socket: queue.verdict_handle(),
             });
             let handling = match workers {
-                0 => Handling::Inline(judge(slot, make_handler(slot))),
-                _ => Handling::Workers(fanout()),
+                0 => Handling::Inline(make(slot)),
+                _ => Handling::Workers {
+                    fanout: fanout(),
+                    max_out,
+                },
             };
             loops.push(ReceiveLoop {
                 slot,
@@ -356,41 +392,138 @@ impl DispatcherBuilder {
                 waker,
                 stop: stop.clone(),
                 max_in_flight: self.max_in_flight,
-                batches,
                 counters: SlotCounters::new(&counters, slot),
                 failures: Arc::clone(&failures),
             });
         }
         let returns: Arc<[ReturnPath]> = returns.into();
 
-        let kernel = queue_sockets_netns.expect("a dispatcher has a queue");
-        let stats = StatsHandle::new(Arc::clone(&counters), &self.queues, kernel);
-        let mut dispatcher = Dispatcher::new(stop, stats, failures, self.queues.clone());
         for (index, jobs) in worker_inputs.into_iter().enumerate() {
             let worker = Worker {
                 jobs,
                 returns: Arc::clone(&returns),
                 counters: Arc::clone(&counters),
-                judge: judge(index, make_handler(index)),
+                judge: make(index),
             };
-            let handle = spawn(
-                format!("{}-worker-{index}", self.thread_prefix),
-                pin(),
-                move || worker.run(),
-            );
-            dispatcher.add_worker(handle?);
+            let name = format!("{}-worker-{index}", self.thread_prefix);
+            started
+                .workers
+                .push(spawn(name, pin(), move || worker.run())?);
         }
         drop(returns);
-        for receive in loops {
+        for receive in loops.drain(..) {
             let name = format!(
                 "{}-recv-{}",
                 self.thread_prefix,
                 receive.queue.bound_queues()[0]
             );
-            let handle = spawn(name, pin(), move || receive.run());
-            dispatcher.add_receiver(handle?);
+            let go = started.go.1.clone();
+            let handle = spawn(name, pin(), move || match go.recv() {
+                Ok(()) => receive.run(),
+                // The build failed: end without reading.
+                Err(_) => Ok(()),
+            })?;
+            started.receivers.push(handle);
+        }
+
+        let stats = StatsHandle::new(Arc::clone(&counters), &self.queues, kernel);
+        let mut dispatcher = Dispatcher::new(stop, stats, failures, self.queues.clone());
+        for receiver in started.start() {
+            dispatcher.add_receiver(receiver);
+        }
+        for worker in started.workers.drain(..) {
+            dispatcher.add_worker(worker);
         }
         Ok(dispatcher)
+    }
+
+    /// Checks every input of [`build_with`](Self::build_with) but the ones
+    /// the kernel checks.
+    fn check(&self, workers: usize) -> Result<()> {
+        if self.queues.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a dispatcher needs at least one queue",
+            ));
+        }
+        for (at, &queue) in self.queues.iter().enumerate() {
+            if self.queues[..at].contains(&queue) {
+                return Err(Error::DuplicateQueue { queue });
+            }
+        }
+        if workers > MAX_WORKERS {
+            return Err(Error::OutOfRange {
+                name: "workers",
+                value: workers as u64,
+                min: 0,
+                max: MAX_WORKERS as u64,
+                why: "each worker is a thread with buffers of its own",
+            });
+        }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
+            return Err(Error::OutOfRange {
+                name: "max_in_flight",
+                value: self.max_in_flight as u64,
+                min: 1,
+                max: MAX_IN_FLIGHT as u64,
+                why: "0 would never read a packet; each packet in flight holds a copy of it",
+            });
+        }
+        if self.thread_prefix.contains('\0') {
+            return Err(Error::InvalidArgument(
+                "the thread name prefix has a NUL byte, which thread names cannot hold",
+            ));
+        }
+        self.queue_config.validate()
+    }
+}
+
+/// The threads a build has started: the workers, and the receive threads,
+/// which wait for the word to go before they read anything. Dropped before
+/// that word (an error or a panic on the way), it lets them end without
+/// reading and joins them.
+struct Started {
+    /// The receive threads wait on the receiver; `start` sends one word each.
+    go: (Option<Sender<()>>, Receiver<()>),
+    receivers: Vec<JoinHandle<Result<()>>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Started {
+    fn new(receive_threads: usize) -> Self {
+        let (tx, rx) = bounded(receive_threads);
+        Started {
+            go: (Some(tx), rx),
+            receivers: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// Lets the receive threads go, and hands them over.
+    fn start(&mut self) -> Vec<JoinHandle<Result<()>>> {
+        if let Some(go) = self.go.0.take() {
+            for _ in &self.receivers {
+                // Room for one word per receive thread.
+                let _ = go.send(());
+            }
+        }
+        std::mem::take(&mut self.receivers)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // Receive threads still waiting for the word end without reading.
+        self.go.0 = None;
+        for receiver in self.receivers.drain(..) {
+            let _ = receiver.join();
+        }
+        // The workers end once every receive loop, and with it every sender
+        // of their channels, is gone: the threads' and the build's own.
+        for worker in self.workers.drain(..) {
+            if let Err(payload) = worker.join() {
+                drop_contained(payload);
+            }
+        }
     }
 }
 

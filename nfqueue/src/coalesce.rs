@@ -2,13 +2,15 @@
 //! into as few netlink messages as the kernel's rules allow.
 //!
 //! A batch verdict (`NFQNL_MSG_VERDICT_BATCH`) applies to every packet of the
-//! queue with an id up to the one it names, so it is only correct for an
-//! in-order run: every packet before the run must already have its verdict.
-//! The kernel hands out ids in increasing order and delivers packets in that
-//! order, so the packets this queue dispatched, in dispatch order, are exactly
-//! the ones a batch verdict can touch.
+//! queue still waiting with an id up to the one it names, so it is only correct
+//! for a run at the front of the waiting packets: every packet before it must
+//! have had its verdict sent. The kernel hands out ids in increasing order, and
+//! this queue dispatches every packet it reads, so the packets dispatched and
+//! not yet sent, in dispatch order, are exactly the ones a batch verdict can
+//! touch. A packet this thread could not read whole is the exception: see
+//! [`Coalescer::stop_batching`].
 
-use nfqueue_core::{Verdict, VerdictBatch};
+use nfqueue_core::{Binding, Verdict, VerdictBatch};
 use std::collections::VecDeque;
 
 /// Verdicts held behind a packet still being handled before they are sent one
@@ -21,8 +23,6 @@ enum Slot {
     Waiting,
     /// Verdict known, not sent.
     Done(Verdict<'static>),
-    /// Verdict sent on its own, out of order.
-    Sent,
 }
 
 /// What a flush put into the batch, for the statistics.
@@ -34,22 +34,29 @@ pub(crate) struct Flushed {
     pub(crate) single_messages: u64,
 }
 
-/// The packets of one queue between dispatch and verdict, in dispatch order.
-#[derive(Debug, Default)]
+/// The packets of one queue binding between dispatch and the sending of
+/// their verdict, in dispatch order. It holds only packets whose verdict was
+/// not sent: at most the packets in flight plus [`MAX_HELD`] and a round's
+/// worth, however long one packet is held up.
+#[derive(Debug)]
 pub(crate) struct Coalescer {
-    queue: u16,
+    binding: Binding,
     window: VecDeque<(u32, Slot)>,
-    /// Packets dispatched and still without a verdict.
+    /// Slots of the window still `Waiting`.
     waiting: usize,
+    /// Whether batch verdicts may be used.
+    batches: bool,
 }
 
 impl Coalescer {
-    /// A coalescer with room for `room` packets before its window grows.
-    pub(crate) fn new(queue: u16, room: usize) -> Self {
+    /// A coalescer for the packets of `binding`, with room for `room` packets
+    /// before its window grows.
+    pub(crate) fn new(binding: Binding, room: usize) -> Self {
         Coalescer {
-            queue,
+            binding,
             window: VecDeque::with_capacity(room),
             waiting: 0,
+            batches: true,
         }
     }
 
@@ -65,18 +72,22 @@ impl Coalescer {
         self.waiting
     }
 
-    /// Packets dispatched and not yet sent a verdict.
+    /// Packets dispatched whose verdict was not sent yet.
     #[cfg(test)]
     pub(crate) fn outstanding(&self) -> usize {
-        self.window
-            .iter()
-            .filter(|(_, slot)| !matches!(slot, Slot::Sent))
-            .count()
+        self.window.len()
     }
 
     /// True when nothing waits for a verdict or for being sent.
     pub(crate) fn is_empty(&self) -> bool {
         self.window.is_empty()
+    }
+
+    /// From now on, every verdict goes out on its own: the kernel holds a
+    /// packet of this queue that this thread could not read or drop, which a
+    /// batch verdict for a later id would settle with its own verdict.
+    pub(crate) fn stop_batching(&mut self) {
+        self.batches = false;
     }
 
     /// Records the verdict for packet `id`. Returns false for an id that is not
@@ -100,74 +111,73 @@ impl Coalescer {
                 self.waiting -= 1;
                 true
             }
-            _ => false,
+            Slot::Done(_) => false,
         }
     }
 
-    /// Puts what can be sent into `batch`: the in-order prefix as runs of equal
-    /// verdicts (one batch message each), and, when `idle` or when too many are
-    /// held, every other finished verdict as a message of its own.
+    /// Puts what can be sent into `batch`: the front of the window while its
+    /// verdicts are known, as runs of equal verdicts (one batch message each),
+    /// and, when `idle` or when [`MAX_HELD`] are held behind a packet still
+    /// waiting, every other known verdict as a message of its own. Verdicts
+    /// go into `batch` in id order, so a flow's packets (which get their
+    /// verdicts in order) leave in order.
     pub(crate) fn flush(&mut self, batch: &mut VerdictBatch, idle: bool) -> Flushed {
         let mut flushed = Flushed::default();
-        // The in-order prefix, run by run.
-        while let Some((_, Slot::Done(_) | Slot::Sent)) = self.window.front() {
-            let (id, slot) = self.window.pop_front().expect("front exists");
-            let Slot::Done(verdict) = slot else { continue };
-            if verdict.payload().is_some() {
-                push_single(batch, self.queue, id, verdict);
-                flushed.single_messages += 1;
-                continue;
-            }
+        while let Some((id, Slot::Done(_))) = self.window.front() {
+            let first = *id;
+            let Some((_, Slot::Done(verdict))) = self.window.pop_front() else {
+                unreachable!("the front is done")
+            };
+            let batchable = self.batches && verdict.payload().is_none();
             let key = (verdict.kind(), verdict.mark());
-            let mut last = id;
-            let mut run = 1;
-            while let Some((next_id, next)) = self.window.front() {
-                match next {
-                    Slot::Done(v) if v.payload().is_none() && (v.kind(), v.mark()) == key => {}
-                    Slot::Sent => {}
-                    _ => break,
+            let mut last = first;
+            while let Some((id, Slot::Done(next))) = self.window.front() {
+                if !batchable || next.payload().is_some() || (next.kind(), next.mark()) != key {
+                    break;
                 }
-                if matches!(next, Slot::Done(_)) {
-                    last = *next_id;
-                    run += 1;
-                }
+                last = *id;
                 self.window.pop_front();
             }
-            if run == 1 {
-                push_single(batch, self.queue, last, verdict);
+            if last == first {
+                self.push_single(batch, first, verdict);
                 flushed.single_messages += 1;
             } else {
                 // Only a payload can make a verdict fail to encode.
-                let _ = batch.push_up_to(self.queue, last, key.0, key.1);
+                let _ = batch.push_up_to(self.binding.packet(last), key.0, key.1);
                 flushed.batch_messages += 1;
             }
         }
-        // The front now waits for a verdict: every finished one is held behind it.
-        let held = self
-            .window
-            .iter()
-            .filter(|(_, s)| matches!(s, Slot::Done(_)))
-            .count();
+        // The front now waits for a verdict (or nothing is left): every known
+        // verdict is held behind it.
+        let held = self.window.len() - self.waiting;
         if held > 0 && (idle || held >= MAX_HELD) {
-            for (id, slot) in self.window.iter_mut() {
-                if let Slot::Done(_) = slot {
-                    let Slot::Done(verdict) = std::mem::replace(slot, Slot::Sent) else {
-                        unreachable!()
+            let binding = self.binding;
+            self.window.retain_mut(|(id, slot)| match slot {
+                Slot::Waiting => true,
+                Slot::Done(_) => {
+                    let Slot::Done(verdict) = std::mem::replace(slot, Slot::Waiting) else {
+                        unreachable!("matched above")
                     };
-                    push_single(batch, self.queue, *id, verdict);
+                    push_single(batch, binding, *id, verdict);
                     flushed.single_messages += 1;
+                    false
                 }
-            }
+            });
         }
         flushed
+    }
+
+    fn push_single(&self, batch: &mut VerdictBatch, id: u32, verdict: Verdict<'static>) {
+        push_single(batch, self.binding, id, verdict);
     }
 }
 
 /// Adds one packet's verdict to `batch`. Verdicts come here validated; should
 /// one still not encode, the packet is dropped rather than left waiting.
-fn push_single(batch: &mut VerdictBatch, queue: u16, id: u32, verdict: Verdict<'static>) {
-    if batch.push(queue, id, verdict).is_err() {
-        let _ = batch.push(queue, id, Verdict::drop());
+fn push_single(batch: &mut VerdictBatch, binding: Binding, id: u32, verdict: Verdict<'static>) {
+    let key = binding.packet(id);
+    if batch.push(key, verdict).is_err() {
+        let _ = batch.push(key, Verdict::drop());
     }
 }
 
@@ -175,8 +185,12 @@ fn push_single(batch: &mut VerdictBatch, queue: u16, id: u32, verdict: Verdict<'
 mod tests {
     use super::*;
 
+    fn binding() -> Binding {
+        Binding::detached(3)
+    }
+
     fn coalescer(ids: impl IntoIterator<Item = u32>) -> Coalescer {
-        let mut c = Coalescer::new(3, 0);
+        let mut c = Coalescer::new(binding(), 0);
         for id in ids {
             c.dispatched(id);
         }
@@ -240,7 +254,7 @@ mod tests {
         assert_eq!(c.outstanding(), 4);
         let flushed = c.flush(&mut batch, true);
         assert_eq!(flushed.single_messages, 2, "idle: sent one by one");
-        assert_eq!(c.outstanding(), 2);
+        assert_eq!(c.outstanding(), 2, "the sent ones are gone");
         // 10 and 13 finish: 11 and 12 are gone already, so the run spans them.
         c.complete(13, Verdict::accept());
         c.complete(10, Verdict::accept());
@@ -265,6 +279,33 @@ mod tests {
         let mut batch = VerdictBatch::new();
         let flushed = c.flush(&mut batch, false);
         assert_eq!(flushed.single_messages, MAX_HELD as u64);
+    }
+
+    #[test]
+    fn the_window_stays_bounded_behind_a_packet_held_for_ever() {
+        let mut c = coalescer([0]);
+        let mut batch = VerdictBatch::new();
+        for id in 1..=100_000u32 {
+            c.dispatched(id);
+            c.complete(id, Verdict::accept());
+            c.flush(&mut batch, false);
+            batch.clear();
+            assert!(c.outstanding() <= MAX_HELD + 1, "at {id}");
+        }
+        assert_eq!(c.waiting(), 1);
+    }
+
+    #[test]
+    fn without_batching_every_verdict_is_a_message_of_its_own() {
+        let mut c = coalescer(1..=4);
+        c.stop_batching();
+        for id in 1..=4 {
+            c.complete(id, Verdict::accept());
+        }
+        let mut batch = VerdictBatch::new();
+        let flushed = c.flush(&mut batch, false);
+        assert_eq!(flushed.single_messages, 4);
+        assert_eq!(flushed.batch_messages, 0);
     }
 
     #[test]

@@ -77,6 +77,7 @@ mod builder;
 mod coalesce;
 mod dispatcher;
 mod failure;
+mod flows;
 pub mod prometheus;
 mod receiver;
 mod stats;
@@ -84,7 +85,9 @@ mod stats_handle;
 mod wake;
 mod worker;
 
-pub use builder::{DispatcherBuilder, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RECV_BUFFER};
+pub use builder::{
+    DispatcherBuilder, DEFAULT_MAX_IN_FLIGHT, DEFAULT_RECV_BUFFER, MAX_IN_FLIGHT, MAX_WORKERS,
+};
 pub use dispatcher::Dispatcher;
 pub use nfqueue_core::*;
 pub use stats::{DispatchStats, KernelStats};

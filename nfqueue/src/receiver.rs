@@ -3,8 +3,11 @@
 //! on its own socket (the kernel accepts a verdict only from the socket that
 //! bound the queue), coalesced.
 //!
-//! Packets go to the workers a burst at a time: each worker's share of a burst
+//! Packets go to the workers a burst at a time: each channel's share of a burst
 //! read with `recvmmsg` is one [`Batch`], which comes back with the verdicts.
+//! A channel holds at most a few batches; while it is full (its worker is
+//! slow), the packets for it wait here, in one batch that grows, and the
+//! other channels go on. The one bound on what waits is `max_in_flight`.
 //!
 //! What keeps a thread from stalling: it sleeps only in `poll`, on its socket
 //! (unless its workers hold as many packets as it may hand out, or it is
@@ -16,6 +19,7 @@
 use crate::batch::Batch;
 use crate::coalesce::{Coalescer, MAX_HELD};
 use crate::failure::FirstFailure;
+use crate::flows::FlowTable;
 use crate::stats::{Counters, SlotCounters};
 use crate::wake::Waker;
 use crate::worker::{Handler, Judge};
@@ -33,12 +37,31 @@ use std::time::{Duration, Instant};
 /// Packets read per round before the verdicts that came back are written (a
 /// burst of up to `BURST_LEN` datagrams already read is handled whole).
 const READ_BUDGET: usize = 64;
-/// The batches a queue hands out in turn, made when its thread starts:
-/// enough for every worker to have one in hand and one waiting. A fixed set
-/// bounds the memory and keeps allocation off the packet path; when all are
-/// out, reading waits for one to come back, as for `max_in_flight`.
-pub(crate) const fn batches_per_queue(workers: usize) -> usize {
-    2 * workers + 2
+/// Packets one round may read beyond `max_in_flight`: a burst read whole.
+pub(crate) const READ_OVERSHOOT: usize = READ_BUDGET + BURST_LEN;
+/// Most batches out on one channel of a worker of its own (flow affinity):
+/// one in hand and one waiting. More packets for it wait at the receive
+/// thread, in one batch.
+const OUT_PER_WORKER: usize = 2;
+/// The flows (and window slots) made room for when a thread starts; more grow
+/// the tables once, under a larger `max_in_flight`.
+const ROOM_MAX: usize = 4096;
+
+/// Most batches out at once on each channel, for `workers` workers: on a
+/// shared channel, one in hand for each and two waiting; on a channel of one
+/// worker, [`OUT_PER_WORKER`].
+pub(crate) const fn out_per_channel(workers: usize, by_flow: bool) -> usize {
+    if by_flow {
+        OUT_PER_WORKER
+    } else {
+        workers + 2
+    }
+}
+
+/// The batches made when a thread starts, so that a steady flow allocates
+/// none: one per batch that can be out, and one filling per channel.
+fn batches_made(channels: usize, out_per_channel: usize) -> usize {
+    channels * (out_per_channel + 1)
 }
 
 /// Most packets given the default verdict at shutdown when the kernel's count
@@ -69,25 +92,95 @@ impl Fanout {
             Fanout::ByFlow(senders, _) => senders,
         }
     }
+}
 
-    /// The index of the channel `view` goes to.
-    fn pick(&self, view: &PacketView<'_>) -> usize {
-        match self {
-            Fanout::Shared(_) => 0,
-            Fanout::ByFlow(senders, key) => {
-                // Non-IP or unparsable packets all go to the first worker.
-                let hash = net::parse(view.payload()).map_or(0, |ip| ip.flow().hash_by(*key));
-                (hash % senders.len() as u64) as usize
+/// A queue's channels to the workers, with what is out on each and what
+/// waits for room.
+#[derive(Debug)]
+struct Channels {
+    fanout: Fanout,
+    /// Under flow affinity, which worker each flow in flight is on.
+    flows: Option<FlowTable>,
+    /// Batches sent on each channel and not back yet.
+    out: Vec<usize>,
+    /// Most batches out on one channel.
+    max_out: usize,
+    /// For each channel, the packets read for it and not sent yet: those of
+    /// this burst, and those that wait while the channel is full.
+    filling: Vec<Option<Batch>>,
+}
+
+impl Channels {
+    fn new(fanout: Fanout, max_out: usize, flows_room: usize) -> Self {
+        let n = fanout.senders().len();
+        let flows = match &fanout {
+            Fanout::Shared(_) => None,
+            Fanout::ByFlow(senders, _) => Some(FlowTable::new(senders.len(), flows_room)),
+        };
+        Channels {
+            fanout,
+            flows,
+            out: vec![0; n],
+            max_out,
+            filling: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// The channel for `view`, and its flow's hash (0 without affinity). A
+    /// non-IP or unparsable packet counts as flow 0.
+    fn route(&mut self, view: &PacketView<'_>) -> (usize, u64) {
+        match (&self.fanout, &mut self.flows) {
+            (&Fanout::ByFlow(_, key), Some(flows)) => {
+                let hash = net::parse(view.payload()).map_or(0, |ip| ip.flow().hash_by(key));
+                (flows.assign(hash), hash)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    /// Records that `batch` came back with its verdicts.
+    fn returned(&mut self, batch: &Batch) {
+        self.out[batch.channel] -= 1;
+        if let Some(flows) = &mut self.flows {
+            for (_, flow) in batch.flows() {
+                flows.finished(flow);
             }
         }
+    }
+
+    /// Sends each waiting batch whose channel has room; returns the packets
+    /// sent. A batch that cannot go (every worker gone, which only a bug
+    /// could cause) is given back, to be answered with drops.
+    fn send_waiting(&mut self, mut lost: impl FnMut(Batch)) -> usize {
+        let mut sent = 0;
+        for (channel, sender) in self.fanout.senders().iter().enumerate() {
+            if self.out[channel] >= self.max_out {
+                continue;
+            }
+            let Some(mut batch) = self.filling[channel].take() else {
+                continue;
+            };
+            batch.channel = channel;
+            sent += batch.len();
+            // The channel has room for `max_out` batches, and fewer are out,
+            // so this does not block.
+            match sender.send(batch) {
+                Ok(()) => self.out[channel] += 1,
+                Err(back) => {
+                    sent -= back.0.len();
+                    lost(back.0);
+                }
+            }
+        }
+        sent
     }
 }
 
 /// Who decides the verdicts of a queue's packets.
 pub(crate) enum Handling<H> {
-    /// The worker pool, reached through the fan-out; verdicts come back on
-    /// the `done` channel.
-    Workers(Fanout),
+    /// The worker pool, reached through the fan-out, with at most `max_out`
+    /// batches out on each channel; verdicts come back on the `done` channel.
+    Workers { fanout: Fanout, max_out: usize },
     /// The receive thread itself, on the packet in its receive buffer: no copy,
     /// no hand-off, for handlers cheap enough to keep up on one core.
     Inline(Judge<H>),
@@ -101,8 +194,6 @@ pub(crate) struct ReceiveLoop<H> {
     pub(crate) done: Receiver<Batch>,
     /// Most packets handed to the workers and not yet answered.
     pub(crate) max_in_flight: usize,
-    /// The batches this queue hands out (none when handling inline).
-    pub(crate) batches: usize,
     pub(crate) waker: Arc<Waker>,
     pub(crate) stop: StopHandle,
     /// This queue's counters.
@@ -110,28 +201,48 @@ pub(crate) struct ReceiveLoop<H> {
     pub(crate) failures: Arc<FirstFailure>,
 }
 
+/// How a receive thread at work has its packets judged.
+enum How<H> {
+    Workers(Channels),
+    Inline(Judge<H>),
+}
+
 impl<H: Handler> ReceiveLoop<H> {
     /// Runs until stopped and every packet read has its verdict.
-    pub(crate) fn run(self) -> Result<()> {
+    pub(crate) fn run(mut self) -> Result<()> {
         let handle = self.queue.verdict_handle();
-        let queue_num = *self
+        let queue_num = self.queue.bound_queues()[0];
+        let binding = self
             .queue
-            .bound_queues()
-            .first()
+            .binding(queue_num)
             .expect("the builder binds one queue per socket");
         let core_seen = handle.stats();
-        let pool = (0..self.batches).map(|_| new_batch()).collect();
-        let window = self.max_in_flight + MAX_HELD;
+        let room = self.max_in_flight.min(ROOM_MAX);
+        let handling = std::mem::replace(
+            &mut self.handling,
+            Handling::Workers {
+                fanout: Fanout::ByFlow(Vec::new(), FlowKey::FiveTuple),
+                max_out: 0,
+            },
+        );
+        let (how, pool) = match handling {
+            Handling::Inline(judge) => (How::Inline(judge), Vec::new()),
+            Handling::Workers { fanout, max_out } => {
+                let made = batches_made(fanout.senders().len(), max_out);
+                let pool = (0..made).map(|_| new_batch()).collect();
+                (How::Workers(Channels::new(fanout, max_out, room)), pool)
+            }
+        };
         let mut thread = ReceiveThread {
             setup: self,
+            how,
             handle,
             queue_num,
             // Room for what is usually out and held, so that the window and
             // the batch reach their size at once rather than over the traffic.
-            coalescer: Coalescer::new(queue_num, window),
-            batch: VerdictBatch::with_capacity(MAX_HELD + READ_BUDGET + BURST_LEN),
+            coalescer: Coalescer::new(binding, room + MAX_HELD + 2 * READ_OVERSHOOT),
+            batch: VerdictBatch::with_capacity(MAX_HELD + READ_OVERSHOOT),
             pool,
-            filling: Vec::new(),
             stopping: false,
             failure: None,
             failing_since: None,
@@ -144,16 +255,15 @@ impl<H: Handler> ReceiveLoop<H> {
 /// A receive thread at work.
 struct ReceiveThread<H> {
     setup: ReceiveLoop<H>,
+    how: How<H>,
     handle: VerdictHandle,
     queue_num: u16,
     /// The packets handed out, in order, until their verdicts are sent.
     coalescer: Coalescer,
     /// Verdicts to send this round, and those whose send failed.
     batch: VerdictBatch,
-    /// The batches not out with the workers.
+    /// The batches not in use.
     pool: Vec<Batch>,
-    /// The batches of the burst being read, one per channel that gets some.
-    filling: Vec<Option<Batch>>,
     /// No more reading: once every packet read has its verdict, the thread ends.
     stopping: bool,
     failure: Option<Error>,
@@ -178,6 +288,7 @@ impl<H: Handler> ReceiveThread<H> {
             if !self.stopping {
                 progress |= self.read();
             }
+            self.send_waiting();
             let idle = !progress;
             self.send(idle);
             self.add_socket_counters();
@@ -202,6 +313,9 @@ impl<H: Handler> ReceiveThread<H> {
     fn take_verdicts(&mut self) -> bool {
         let mut any = false;
         while let Ok(mut back) = self.setup.done.try_recv() {
+            if let How::Workers(channels) = &mut self.how {
+                channels.returned(&back);
+            }
             for (id, verdict) in back.verdicts.drain(..) {
                 self.setup
                     .counters
@@ -215,23 +329,30 @@ impl<H: Handler> ReceiveThread<H> {
         any
     }
 
-    /// Whether the workers hold as many of this queue's packets as they may,
-    /// or so many of its batches that a burst could not be spread: then
-    /// reading waits (backpressure), and the kernel's queue fills meanwhile.
+    /// Hands the batches that wait to the channels that have room.
+    fn send_waiting(&mut self) {
+        let How::Workers(channels) = &mut self.how else {
+            return;
+        };
+        let coalescer = &mut self.coalescer;
+        let sent = channels.send_waiting(|lost| no_workers_left(coalescer, lost));
+        Counters::add(&self.setup.counters.dispatched, sent as u64);
+    }
+
+    /// Whether the workers hold as many of this queue's packets as they may
+    /// (those waiting here for room on their channel included): then reading
+    /// waits (backpressure), and the kernel's queue fills meanwhile.
     fn workers_full(&self) -> bool {
-        match &self.setup.handling {
-            Handling::Inline(_) => false,
-            Handling::Workers(fanout) => {
-                self.coalescer.waiting() >= self.setup.max_in_flight
-                    || self.pool.len() < fanout.senders().len()
-            }
+        match &self.how {
+            How::Inline(_) => false,
+            How::Workers(_) => self.coalescer.waiting() >= self.setup.max_in_flight,
         }
     }
 
     /// Reads what is waiting, up to the budget, many datagrams per system
-    /// call, and hands the packets on, each worker's share of the burst in one
-    /// batch (or judges them, inline). True if anything was read, or reading
-    /// failed.
+    /// call, and hands the packets on, each channel's share of the burst in
+    /// one batch (or judges them, inline). True if anything was read, or
+    /// reading failed.
     fn read(&mut self) -> bool {
         if self.workers_full() {
             Counters::add(&self.setup.counters.backpressure_waits, 1);
@@ -239,54 +360,38 @@ impl<H: Handler> ReceiveThread<H> {
         }
         let ReceiveThread {
             setup,
+            how,
             coalescer,
             pool,
-            filling,
             ..
         } = self;
         let ReceiveLoop {
             slot,
             queue,
-            handling,
             counters,
             ..
         } = setup;
         let read = queue.recv_burst(READ_BUDGET, |packet| {
             let view = packet.detach();
             coalescer.dispatched(view.id());
-            match handling {
-                Handling::Inline(judge) => {
+            match how {
+                How::Inline(judge) => {
                     let verdict = judge.verdict(&view, counters);
                     counters.verdict(verdict.kind(), verdict.payload().is_some());
                     coalescer.complete(view.id(), verdict);
                 }
-                Handling::Workers(fanout) => {
-                    let to = fanout.pick(&view);
-                    if filling.len() <= to {
-                        filling.resize_with(to + 1, || None);
-                    }
-                    // A burst starts with a batch in the pool for each
-                    // channel (see workers_full), so this takes one of those.
-                    let batch =
-                        filling[to].get_or_insert_with(|| pool.pop().unwrap_or_else(new_batch));
-                    batch.slot = *slot;
-                    batch.queue = view.queue();
-                    batch.push(view.id(), view.attribute_bytes());
+                How::Workers(channels) => {
+                    let (to, flow) = channels.route(&view);
+                    let batch = channels.filling[to].get_or_insert_with(|| {
+                        let mut batch = pool.pop().unwrap_or_else(new_batch);
+                        batch.slot = *slot;
+                        batch.binding = Some(view.key().binding());
+                        batch
+                    });
+                    batch.push(view.id(), flow, view.attribute_bytes());
                 }
             }
         });
-        if let Handling::Workers(fanout) = &self.setup.handling {
-            for (batch, sender) in self.filling.iter_mut().zip(fanout.senders()) {
-                let Some(full) = batch.take() else { continue };
-                Counters::add(&self.setup.counters.dispatched, full.len() as u64);
-                // The channel has room for all of this queue's batches, so
-                // this does not block; and workers never wait for this
-                // thread, so it could not deadlock if it did.
-                if let Err(lost) = sender.send(full) {
-                    no_workers_left(&mut self.coalescer, lost.0);
-                }
-            }
-        }
         match read {
             Ok(0) => false,
             Ok(n) => {
@@ -350,6 +455,11 @@ impl<H: Handler> ReceiveThread<H> {
             &c.receive_errors,
             (core.rejected_verdicts + core.malformed) - (seen.rejected_verdicts + seen.malformed),
         );
+        if core.malformed_unsettled > seen.malformed_unsettled {
+            // A packet waits in the kernel that no verdict of ours names: a
+            // batch verdict for a later id would settle it with its verdict.
+            self.coalescer.stop_batching();
+        }
         self.core_seen = core;
     }
 
@@ -384,7 +494,7 @@ impl<H: Handler> ReceiveThread<H> {
             let read = queue.recv_burst(left, |packet| {
                 let view = packet.detach();
                 // A verdict without payload always encodes.
-                let _ = batch.push(view.queue(), view.id(), verdict.clone());
+                let _ = batch.push(view.key(), verdict.clone());
             });
             match read {
                 Ok(0) | Err(_) => break,
@@ -433,7 +543,7 @@ impl<H: Handler> ReceiveThread<H> {
 /// A batch with room for a burst of small packets (a full burst of large ones
 /// grows it once; it is reused after).
 fn new_batch() -> Batch {
-    Batch::with_room(READ_BUDGET + BURST_LEN, 512)
+    Batch::with_room(READ_OVERSHOOT, 512)
 }
 
 /// Every worker is gone, which only a bug could cause: the packets are dropped

@@ -112,11 +112,25 @@ impl<H: Handler> Judge<H> {
             Err(payload) => {
                 Counters::add(&counters.handler_panics, 1);
                 let report = PanicReport::new(self.index, view, payload.as_ref(), self.on_panic);
+                drop_contained(payload);
                 // A panicking panic handler must not take the thread down.
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| (self.panic_handler)(&report)));
+                if let Err(payload) =
+                    panic::catch_unwind(AssertUnwindSafe(|| (self.panic_handler)(&report)))
+                {
+                    drop_contained(payload);
+                }
                 Verdict::new(self.on_panic)
             }
         }
+    }
+}
+
+/// Drops a panic's payload without letting a panic in its `Drop` unwind
+/// (which would end the thread): the payload of such a second panic is
+/// leaked rather than dropped, since dropping it could panic again.
+pub(crate) fn drop_contained(payload: Box<dyn Any + Send>) {
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
@@ -134,17 +148,20 @@ pub(crate) struct Worker<H> {
 }
 
 impl<H: Handler> Worker<H> {
-    /// Handles jobs until every receive thread has hung up.
+    /// Handles jobs until every receive thread has hung up. The handler is
+    /// dropped here too, and a panic in its `Drop` is contained.
     pub(crate) fn run(self) {
         let Worker {
             jobs,
             returns,
             counters,
-            mut judge,
+            judge,
         } = self;
+        let mut judge = Contained(Some(judge));
+        let judge = judge.0.as_mut().expect("set above");
         if let [only] = &jobs[..] {
             for batch in only.iter() {
-                handle(&mut judge, &returns, &counters, batch);
+                handle(judge, &returns, &counters, batch);
             }
             return;
         }
@@ -157,7 +174,7 @@ impl<H: Handler> Worker<H> {
             let ready = select.select();
             let index = ready.index();
             match ready.recv(&jobs[index]) {
-                Ok(batch) => handle(&mut judge, &returns, &counters, batch),
+                Ok(batch) => handle(judge, &returns, &counters, batch),
                 Err(_) => {
                     // That receive thread is done.
                     select.remove(index);
@@ -168,19 +185,44 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// A value whose `Drop` may panic (a user's handler), dropped with the panic
+/// contained.
+struct Contained<T>(Option<T>);
+
+impl<T> Drop for Contained<T> {
+    fn drop(&mut self) {
+        let value = self.0.take();
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            drop_contained(payload);
+        }
+    }
+}
+
 /// Runs the handler on every packet of `batch` and sends the batch back to its
 /// receive thread with their verdicts: one message and at most one wake-up.
 fn handle<H: Handler>(
     judge: &mut Judge<H>,
     returns: &[ReturnPath],
     counters: &QueueCounters,
-    mut batch: Batch,
+    batch: Batch,
 ) {
     let back = &returns[batch.slot];
     let counters = counters.slot(batch.slot);
+    // Should anything here unwind (the handler's panics are caught; this is
+    // for a bug of ours), the batch still goes back, its packets dropped, so
+    // that the receive thread is not left waiting for it.
+    let mut job = Job {
+        batch: Some(batch),
+        back,
+    };
+    let batch = job.batch.as_mut().expect("set above");
     let mut verdicts = std::mem::take(&mut batch.verdicts);
     for (id, attrs) in batch.packets() {
-        let verdict = match PacketView::parse(batch.queue, attrs) {
+        let parsed = match batch.binding {
+            Some(binding) => PacketView::parse_received(binding, attrs),
+            None => PacketView::parse(0, attrs),
+        };
+        let verdict = match parsed {
             Ok(view) => judge.verdict(&view.with_interface_names(back.socket.as_fd()), counters),
             // The receive thread parsed these bytes already.
             Err(_) => Verdict::drop(),
@@ -188,9 +230,38 @@ fn handle<H: Handler>(
         verdicts.push((id, verdict));
     }
     batch.verdicts = verdicts;
-    // The receive thread lives until it has every verdict it is owed.
-    let _ = back.done.send(batch);
-    back.waker.wake_if_sleeping();
+    job.finish();
+}
+
+/// A batch a worker has in hand, and the way back for it.
+struct Job<'a> {
+    batch: Option<Batch>,
+    back: &'a ReturnPath,
+}
+
+impl Job<'_> {
+    /// Sends the batch back with its verdicts.
+    fn finish(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            // The receive thread lives until it has every verdict it is owed.
+            let _ = self.back.done.send(batch);
+            self.back.waker.wake_if_sleeping();
+        }
+    }
+}
+
+impl Drop for Job<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = &mut self.batch {
+            // Unwinding: a drop for every packet without a verdict yet.
+            let answered = batch.verdicts.len();
+            let ids: Vec<u32> = batch.packets().skip(answered).map(|(id, _)| id).collect();
+            batch
+                .verdicts
+                .extend(ids.into_iter().map(|id| (id, Verdict::drop())));
+            self.finish();
+        }
+    }
 }
 
 /// The default panic handler: one line on stderr.
