@@ -5,14 +5,12 @@
 
 use nfqueue_core::{Binding, Verdict};
 
-/// Where one packet of a batch lies in its bytes, and its flow.
+/// Where one packet of a batch lies in its bytes.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     id: u32,
     start: usize,
     end: usize,
-    /// The flow's hash, under flow affinity (else 0).
-    flow: u64,
 }
 
 /// Packets of one queue, their attribute bytes one after another (one copy
@@ -23,8 +21,8 @@ pub(crate) struct Batch {
     pub(crate) slot: usize,
     /// The binding its packets came through.
     pub(crate) binding: Option<Binding>,
-    /// The index of the channel it went out on.
-    pub(crate) channel: usize,
+    /// Under flow affinity, the hash of the one flow of its packets.
+    pub(crate) flow: Option<u64>,
     entries: Vec<Entry>,
     bytes: Vec<u8>,
     /// The verdicts, in the order of the packets; filled by the worker.
@@ -38,28 +36,35 @@ impl Batch {
         Batch {
             slot: 0,
             binding: None,
-            channel: 0,
+            flow: None,
             entries: Vec::with_capacity(packets),
             bytes: Vec::with_capacity(packets * bytes_each),
             verdicts: Vec::with_capacity(packets),
         }
     }
 
-    /// Adds packet `id` of flow `flow` with its attribute bytes.
-    pub(crate) fn push(&mut self, id: u32, flow: u64, attrs: &[u8]) {
+    /// Adds packet `id` with its attribute bytes.
+    pub(crate) fn push(&mut self, id: u32, attrs: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(attrs);
         self.entries.push(Entry {
             id,
             start,
             end: self.bytes.len(),
-            flow,
         });
     }
 
-    /// Each packet's id and flow hash, in order.
-    pub(crate) fn flows(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.entries.iter().map(|e| (e.id, e.flow))
+    /// Moves the packets of `other` to the end of this batch (which must be
+    /// of the same queue), leaving `other` empty.
+    pub(crate) fn append(&mut self, other: &mut Batch) {
+        let offset = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.entries.extend(other.entries.iter().map(|e| Entry {
+            id: e.id,
+            start: e.start + offset,
+            end: e.end + offset,
+        }));
+        other.clear();
     }
 
     /// Packets in the batch.
@@ -76,6 +81,7 @@ impl Batch {
 
     /// Empties the batch for reuse, keeping its storage.
     pub(crate) fn clear(&mut self) {
+        self.flow = None;
         self.entries.clear();
         self.bytes.clear();
         self.verdicts.clear();
@@ -89,19 +95,20 @@ mod tests {
     #[test]
     fn packets_come_out_as_they_went_in_and_clear_keeps_the_storage() {
         let mut batch = Batch::with_room(0, 0);
-        batch.push(10, 1, b"first");
-        batch.push(11, 2, b"");
-        batch.push(12, 1, b"third");
-        assert_eq!(
-            batch.flows().collect::<Vec<_>>(),
-            [(10, 1), (11, 2), (12, 1)]
-        );
+        batch.push(10, b"first");
+        batch.push(11, b"");
+        batch.push(12, b"third");
         let packets: Vec<(u32, &[u8])> = batch.packets().collect();
         assert_eq!(
             packets,
             [(10, &b"first"[..]), (11, &b""[..]), (12, &b"third"[..])]
         );
         assert_eq!(batch.len(), 3);
+        let mut more = Batch::with_room(0, 0);
+        more.push(13, b"fourth");
+        batch.append(&mut more);
+        assert_eq!(more.len(), 0);
+        assert_eq!(batch.packets().last(), Some((13, &b"fourth"[..])));
         let capacity = batch.bytes.capacity();
         batch.clear();
         assert_eq!(batch.len(), 0);

@@ -3,7 +3,7 @@
 use crate::affinity;
 use crate::dispatcher::Dispatcher;
 use crate::failure::FirstFailure;
-use crate::receiver::{out_per_channel, Fanout, Handling, ReceiveLoop};
+use crate::receiver::{channel_room, Handling, ReceiveLoop, Setup};
 use crate::stats::{QueueCounters, SlotCounters};
 use crate::stats_handle::StatsHandle;
 use crate::wake::Waker;
@@ -332,42 +332,25 @@ impl DispatcherBuilder {
         // joined.
         let mut started = Started::new(self.queues.len());
 
-        // One channel per queue (and worker, with flow affinity): a receive
-        // thread waits only for its own jobs, and the worker that takes one
-        // of them wakes it with the verdict. A channel has room for every
-        // batch its receive thread may have out on it, so sending never
-        // blocks.
-        let max_out = out_per_channel(workers, self.flow_affinity.is_some());
-        let channels = match self.flow_affinity {
-            None => 1,
-            Some(_) => workers,
-        };
+        // One channel per queue, which every worker reads: any free worker
+        // takes a queue's next batch, and a receive thread waits only for its
+        // own, whose verdicts wake it. The way back has room for every batch
+        // that can be out (in the channel and in the workers' hands), so a
+        // worker never waits to give one back.
+        let room = channel_room(workers);
         let mut worker_inputs = vec![Vec::with_capacity(queues.len()); workers];
-        let mut fanout = || match self.flow_affinity {
-            None => {
-                let (tx, rx) = bounded(max_out);
-                for inputs in &mut worker_inputs {
-                    inputs.push(rx.clone());
-                }
-                Fanout::Shared(tx)
+        let mut jobs = || {
+            let (tx, rx) = bounded(room);
+            for inputs in &mut worker_inputs {
+                inputs.push(rx.clone());
             }
-            Some(key) => {
-                let senders = worker_inputs
-                    .iter_mut()
-                    .map(|inputs| {
-                        let (tx, rx) = bounded(max_out);
-                        inputs.push(rx);
-                        tx
-                    })
-                    .collect();
-                Fanout::ByFlow(senders, key)
-            }
+            tx
         };
         let failures = Arc::new(FirstFailure::default());
         let mut loops = Vec::with_capacity(queues.len());
         let mut returns = Vec::with_capacity(queues.len());
         for (slot, queue) in queues.into_iter().enumerate() {
-            let (done_tx, done_rx) = bounded((channels * max_out).max(1));
+            let (done_tx, done_rx) = bounded(room + workers);
             let waker = Arc::new(Waker::new().map_err(|source| Error::Sys {
                 op: "eventfd",
                 source,
@@ -380,20 +363,23 @@ impl DispatcherBuilder {
             let handling = match workers {
                 0 => Handling::Inline(make(slot)),
                 _ => Handling::Workers {
-                    fanout: fanout(),
-                    max_out,
+                    jobs: jobs(),
+                    workers,
+                    flows: self.flow_affinity,
                 },
             };
             loops.push(ReceiveLoop {
-                slot,
-                queue,
                 handling,
-                done: done_rx,
-                waker,
-                stop: stop.clone(),
-                max_in_flight: self.max_in_flight,
-                counters: SlotCounters::new(&counters, slot),
-                failures: Arc::clone(&failures),
+                setup: Setup {
+                    slot,
+                    queue,
+                    done: done_rx,
+                    waker,
+                    stop: stop.clone(),
+                    max_in_flight: self.max_in_flight,
+                    counters: SlotCounters::new(&counters, slot),
+                    failures: Arc::clone(&failures),
+                },
             });
         }
         let returns: Arc<[ReturnPath]> = returns.into();
@@ -415,7 +401,7 @@ impl DispatcherBuilder {
             let name = format!(
                 "{}-recv-{}",
                 self.thread_prefix,
-                receive.queue.bound_queues()[0]
+                receive.setup.queue.bound_queues()[0]
             );
             let go = started.go.1.clone();
             let handle = spawn(name, pin(), move || match go.recv() {

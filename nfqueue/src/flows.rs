@@ -1,70 +1,89 @@
-//! Flow affinity that keeps a flow's order without tying it to one worker for
-//! good: a flow with packets in flight stays on the worker that has them, and
-//! a flow with none goes to the least loaded worker. A stuck handler then
-//! holds back only the flows with packets on its worker, and new flows go
-//! around it.
+//! Flow affinity as an ordered work queue: a flow has at most one batch with
+//! the workers at a time, and its packets read meanwhile wait here, in one
+//! batch, for that one to come back. Any free worker takes the next batch, so
+//! a flow's packets keep their order, and a stuck handler holds back its own
+//! flow and no other: no flow waits behind another's packets on a worker.
 
+use crate::batch::Batch;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// A flow with packets in flight: where they are, and how many.
-#[derive(Debug, Clone, Copy)]
+/// A flow with packets in flight.
+#[derive(Debug, Default)]
 struct Flow {
-    worker: usize,
-    in_flight: u32,
+    /// Packets read and not answered: out with a worker, or pending.
+    in_flight: usize,
+    /// Whether a batch of the flow is with the workers.
+    out: bool,
+    /// Packets read while a batch is out, or this round, not sent yet.
+    pending: Option<Batch>,
 }
 
-/// Which worker each flow with packets in flight is on, by the flow's 64-bit
-/// hash (two flows with the same hash count as one: they then share a worker
-/// while either has packets in flight), and how many packets each worker
-/// holds.
+/// The flows with packets in flight, by the flow's 64-bit hash (two flows
+/// with the same hash count as one: they then keep their order together).
 #[derive(Debug)]
-pub(crate) struct FlowTable {
+pub(crate) struct FlowQueue {
     flows: HashMap<u64, Flow, BuildHasherDefault<Identity>>,
-    load: Vec<usize>,
+    /// Flows that got packets this round while none of their batches was out.
+    ready: Vec<u64>,
 }
 
-impl FlowTable {
-    /// A table for `workers` workers, with room for `flows` flows in flight
-    /// before it grows.
-    pub(crate) fn new(workers: usize, flows: usize) -> Self {
-        FlowTable {
+impl FlowQueue {
+    /// A queue with room for `flows` flows in flight before it grows.
+    pub(crate) fn new(flows: usize) -> Self {
+        FlowQueue {
             flows: HashMap::with_capacity_and_hasher(flows, BuildHasherDefault::default()),
-            load: vec![0; workers],
+            ready: Vec::with_capacity(flows.min(1024)),
         }
     }
 
-    /// The worker for a new packet of flow `hash`: the one that has the
-    /// flow's other packets in flight, or else the least loaded one (ties go
-    /// to the first from `hash`, which spreads idle flows).
-    pub(crate) fn assign(&mut self, hash: u64) -> usize {
-        let load = &mut self.load;
-        let flow = self.flows.entry(hash).or_insert_with(|| {
-            let workers = load.len();
-            let start = (hash % workers as u64) as usize;
-            let worker = (0..workers)
-                .map(|step| (start + step) % workers)
-                .min_by_key(|&w| load[w])
-                .unwrap_or(0);
-            Flow {
-                worker,
-                in_flight: 0,
-            }
-        });
+    /// The batch that packets of flow `hash` read now go into (made by
+    /// `make` when the flow has none pending).
+    pub(crate) fn batch_for(&mut self, hash: u64, make: impl FnOnce() -> Batch) -> &mut Batch {
+        let flow = self.flows.entry(hash).or_default();
         flow.in_flight += 1;
-        load[flow.worker] += 1;
-        flow.worker
+        if flow.pending.is_none() && !flow.out {
+            self.ready.push(hash);
+        }
+        flow.pending.get_or_insert_with(|| {
+            let mut batch = make();
+            batch.flow = Some(hash);
+            batch
+        })
     }
 
-    /// Records that a packet of flow `hash` got its verdict.
-    pub(crate) fn finished(&mut self, hash: u64) {
-        let Some(flow) = self.flows.get_mut(&hash) else {
-            return;
-        };
-        self.load[flow.worker] -= 1;
-        flow.in_flight -= 1;
-        if flow.in_flight == 0 {
-            self.flows.remove(&hash);
+    /// Takes the batches that can go to the workers now: those of flows that
+    /// got packets this round and have no batch out. Each is counted as out.
+    pub(crate) fn take_ready(&mut self, mut send: impl FnMut(Batch)) {
+        for hash in self.ready.drain(..) {
+            let Some(flow) = self.flows.get_mut(&hash) else {
+                continue;
+            };
+            if let Some(batch) = flow.pending.take() {
+                flow.out = true;
+                send(batch);
+            }
+        }
+    }
+
+    /// Records that the batch of flow `hash` with `packets` packets came back
+    /// with their verdicts; returns the flow's next batch, if packets wait,
+    /// which is then counted as out.
+    pub(crate) fn returned(&mut self, hash: u64, packets: usize) -> Option<Batch> {
+        let flow = self.flows.get_mut(&hash)?;
+        flow.in_flight -= packets;
+        flow.out = false;
+        match flow.pending.take() {
+            Some(next) => {
+                flow.out = true;
+                Some(next)
+            }
+            None => {
+                if flow.in_flight == 0 {
+                    self.flows.remove(&hash);
+                }
+                None
+            }
         }
     }
 
@@ -99,41 +118,51 @@ impl Hasher for Identity {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_flow_stays_on_its_worker_while_it_has_packets_in_flight() {
-        let mut table = FlowTable::new(4, 8);
-        let first = table.assign(7);
-        assert_eq!(table.assign(7), first);
-        table.finished(7);
-        assert_eq!(table.assign(7), first, "one packet still in flight");
-        table.finished(7);
-        table.finished(7);
-        assert_eq!(table.len(), 0);
+    fn read(queue: &mut FlowQueue, hash: u64, id: u32) {
+        queue
+            .batch_for(hash, || Batch::with_room(4, 16))
+            .push(id, b"");
+    }
+
+    fn ids(batch: &Batch) -> Vec<u32> {
+        batch.packets().map(|(id, _)| id).collect()
     }
 
     #[test]
-    fn new_flows_go_around_a_loaded_worker() {
-        let mut table = FlowTable::new(2, 8);
-        // Flow 0 starts on worker 0 and gets stuck there with 3 packets.
-        for _ in 0..3 {
-            assert_eq!(table.assign(0), 0);
-        }
-        // New flows go to worker 1, even those whose hash points at 0.
-        for hash in [2, 4, 6] {
-            assert_eq!(table.assign(hash), 1);
-            table.finished(hash);
-        }
-        // Once flow 0 is done, worker 0 takes new flows again.
-        for _ in 0..3 {
-            table.finished(0);
-        }
-        assert_eq!(table.assign(4), 0);
+    fn a_flow_has_one_batch_out_and_the_next_waits_for_it() {
+        let mut queue = FlowQueue::new(8);
+        read(&mut queue, 7, 1);
+        read(&mut queue, 7, 2);
+        let mut sent = Vec::new();
+        queue.take_ready(|batch| sent.push(batch));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(ids(&sent[0]), [1, 2]);
+        // More of flow 7 while its batch is out: they wait.
+        read(&mut queue, 7, 3);
+        read(&mut queue, 7, 4);
+        queue.take_ready(|batch| sent.push(batch));
+        assert_eq!(sent.len(), 1, "nothing more went");
+        let next = queue.returned(7, 2).expect("the waiting packets go next");
+        assert_eq!(ids(&next), [3, 4]);
+        assert!(queue.returned(7, 2).is_none());
+        assert_eq!(queue.len(), 0);
     }
 
     #[test]
-    fn a_verdict_for_an_unknown_flow_changes_nothing() {
-        let mut table = FlowTable::new(3, 0);
-        table.finished(99);
-        assert_eq!(table.assign(99), 0);
+    fn other_flows_go_while_one_has_a_batch_out() {
+        let mut queue = FlowQueue::new(8);
+        read(&mut queue, 1, 1);
+        let mut sent = Vec::new();
+        queue.take_ready(|batch| sent.push(batch));
+        // Flow 1 is stuck with a worker; flows 2 and 3 go on.
+        for id in 2..10 {
+            read(&mut queue, 2 + u64::from(id % 2), id);
+            queue.take_ready(|batch| sent.push(batch));
+            let back = sent.pop().unwrap();
+            assert_eq!(back.flow, Some(2 + u64::from(id % 2)));
+            assert!(queue.returned(back.flow.unwrap(), 1).is_none());
+        }
+        assert_eq!(sent.len(), 1, "flow 1's batch is still out");
+        assert_eq!(queue.len(), 1);
     }
 }

@@ -28,12 +28,21 @@
 //! the handler itself, on the packet as it lies in its buffer: the fastest way
 //! for cheap handlers, spread over cores with several queues.
 //!
-//! Each queue reaches the workers through channels of its own (one that all
-//! workers read, or with [flow affinity](DispatcherBuilder::flow_affinity) one
-//! per worker), and a worker takes its next packet at random among the queues
-//! that have some. A flood on one queue therefore cannot hold back another
-//! queue's packets, and a receive thread whose channel is full waits only for
-//! its own packets, whose verdicts wake it.
+//! Each queue reaches the workers through a channel of its own, which every
+//! worker reads, and a worker takes its next batch of packets at random among
+//! the queues that have some. A flood on one queue therefore cannot hold back
+//! another queue's packets, and a receive thread whose packets are all out
+//! waits only for its own verdicts, which wake it.
+//!
+//! # What a slow or stuck handler holds back
+//! The packets it has, and no more than
+//! [`max_in_flight`](DispatcherBuilder::max_in_flight) packets of its queue:
+//! until that many are out, the other workers go on with the rest. Without
+//! flow affinity, a worker is handed a share of a burst at a time (at most
+//! ⌈80 / workers⌉ packets), and a handler that does not return holds that
+//! share. With [flow affinity](DispatcherBuilder::flow_affinity), a batch
+//! holds one flow's packets and a flow has one batch out at a time, so a
+//! stuck handler holds back its own flow and no other.
 //!
 //! # Why handlers are synchronous
 //! A handler returns its packet's verdict at once, on a thread of the pool:
@@ -47,12 +56,17 @@
 //! # What a packet gets when things go wrong
 //! Nothing lets a packet through that the handler or the builder did not
 //! choose: a handler that panics gives its packet the
-//! [`on_panic`](DispatcherBuilder::on_panic) verdict (drop unless changed); a
-//! verdict with a payload the kernel cannot take drops the packet; a queue that
-//! fails stops the dispatcher, after its packets got their verdicts where the
-//! socket still takes them (the kernel drops the rest when it closes). The
-//! queue's [unanswered verdict](nfqueue_core::QueueConfig::unanswered) (drop
-//! unless changed) only answers packets read while stopping.
+//! [`on_panic`](DispatcherBuilder::on_panic) verdict (drop unless changed),
+//! also when the panic's payload panics again as it is dropped; a verdict with
+//! a payload the kernel cannot take drops the packet; a packet whose message
+//! cannot be parsed is dropped; a queue that fails stops the dispatcher, after
+//! its packets got their verdicts where the socket still takes them (the
+//! kernel drops the rest when it closes). Verdicts whose send failed go out
+//! again in their order, and nothing behind them overtakes them. The queue's
+//! [unanswered verdict](nfqueue_core::QueueConfig::unanswered) (drop unless
+//! changed) only answers packets read while stopping. A build that fails, or
+//! whose handler factory panics, unbinds its queues and joins its threads
+//! before it returns.
 //!
 //! # Verdict coalescing
 //! A receive thread reads up to 16 datagrams per `recvmmsg` and keeps the
@@ -78,6 +92,7 @@ mod coalesce;
 mod dispatcher;
 mod failure;
 mod flows;
+mod handout;
 pub mod prometheus;
 mod receiver;
 mod stats;

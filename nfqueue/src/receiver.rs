@@ -3,11 +3,9 @@
 //! on its own socket (the kernel accepts a verdict only from the socket that
 //! bound the queue), coalesced.
 //!
-//! Packets go to the workers a burst at a time: each channel's share of a burst
-//! read with `recvmmsg` is one [`Batch`], which comes back with the verdicts.
-//! A channel holds at most a few batches; while it is full (its worker is
-//! slow), the packets for it wait here, in one batch that grows, and the
-//! other channels go on. The one bound on what waits is `max_in_flight`.
+//! Packets go to the workers a burst at a time, in [`Batch`]es that come
+//! back with the verdicts (see [`Handout`]). The one bound on the packets
+//! out, with the workers or waiting here for one, is `max_in_flight`.
 //!
 //! What keeps a thread from stalling: it sleeps only in `poll`, on its socket
 //! (unless its workers hold as many packets as it may hand out, or it is
@@ -19,15 +17,15 @@
 use crate::batch::Batch;
 use crate::coalesce::{Coalescer, MAX_HELD};
 use crate::failure::FirstFailure;
-use crate::flows::FlowTable;
+use crate::handout::Handout;
 use crate::stats::{Counters, SlotCounters};
 use crate::wake::Waker;
 use crate::worker::{Handler, Judge};
 use crossbeam_channel::{Receiver, Sender};
-use nfqueue_core::net::{self, FlowKey};
+use nfqueue_core::net::FlowKey;
 use nfqueue_core::{
-    Error, PacketView, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle,
-    VerdictKind, BURST_LEN,
+    Error, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle, VerdictKind,
+    BURST_LEN,
 };
 use std::io;
 use std::os::fd::AsRawFd;
@@ -39,29 +37,22 @@ use std::time::{Duration, Instant};
 const READ_BUDGET: usize = 64;
 /// Packets one round may read beyond `max_in_flight`: a burst read whole.
 pub(crate) const READ_OVERSHOOT: usize = READ_BUDGET + BURST_LEN;
-/// Most batches out on one channel of a worker of its own (flow affinity):
-/// one in hand and one waiting. More packets for it wait at the receive
-/// thread, in one batch.
-const OUT_PER_WORKER: usize = 2;
 /// The flows (and window slots) made room for when a thread starts; more grow
 /// the tables once, under a larger `max_in_flight`.
 const ROOM_MAX: usize = 4096;
 
-/// Most batches out at once on each channel, for `workers` workers: on a
-/// shared channel, one in hand for each and two waiting; on a channel of one
-/// worker, [`OUT_PER_WORKER`].
-pub(crate) const fn out_per_channel(workers: usize, by_flow: bool) -> usize {
-    if by_flow {
-        OUT_PER_WORKER
-    } else {
-        workers + 2
-    }
+/// Room in a queue's channel to the workers, in batches: two for each worker
+/// and two more, so that no worker waits for the receive thread. More wait
+/// at the receive thread.
+pub(crate) const fn channel_room(workers: usize) -> usize {
+    2 * workers + 2
 }
 
 /// The batches made when a thread starts, so that a steady flow allocates
-/// none: one per batch that can be out, and one filling per channel.
-fn batches_made(channels: usize, out_per_channel: usize) -> usize {
-    channels * (out_per_channel + 1)
+/// none: those the channel holds, one in each worker's hand, and those of the
+/// burst being read.
+fn batches_made(workers: usize) -> usize {
+    channel_room(workers) + 2 * workers
 }
 
 /// Most packets given the default verdict at shutdown when the kernel's count
@@ -76,111 +67,15 @@ const RESEND_PAUSE: Duration = Duration::from_millis(10);
 /// makes the kernel drop those packets.
 const SEND_GIVE_UP: Duration = Duration::from_millis(500);
 
-/// Where packets go: this queue's channel, which every worker reads, or this
-/// queue's channel to each worker, chosen by the packet's flow.
-#[derive(Debug)]
-pub(crate) enum Fanout {
-    Shared(Sender<Batch>),
-    ByFlow(Vec<Sender<Batch>>, FlowKey),
-}
-
-impl Fanout {
-    /// The channels, by index.
-    fn senders(&self) -> &[Sender<Batch>] {
-        match self {
-            Fanout::Shared(sender) => std::slice::from_ref(sender),
-            Fanout::ByFlow(senders, _) => senders,
-        }
-    }
-}
-
-/// A queue's channels to the workers, with what is out on each and what
-/// waits for room.
-#[derive(Debug)]
-struct Channels {
-    fanout: Fanout,
-    /// Under flow affinity, which worker each flow in flight is on.
-    flows: Option<FlowTable>,
-    /// Batches sent on each channel and not back yet.
-    out: Vec<usize>,
-    /// Most batches out on one channel.
-    max_out: usize,
-    /// For each channel, the packets read for it and not sent yet: those of
-    /// this burst, and those that wait while the channel is full.
-    filling: Vec<Option<Batch>>,
-}
-
-impl Channels {
-    fn new(fanout: Fanout, max_out: usize, flows_room: usize) -> Self {
-        let n = fanout.senders().len();
-        let flows = match &fanout {
-            Fanout::Shared(_) => None,
-            Fanout::ByFlow(senders, _) => Some(FlowTable::new(senders.len(), flows_room)),
-        };
-        Channels {
-            fanout,
-            flows,
-            out: vec![0; n],
-            max_out,
-            filling: (0..n).map(|_| None).collect(),
-        }
-    }
-
-    /// The channel for `view`, and its flow's hash (0 without affinity). A
-    /// non-IP or unparsable packet counts as flow 0.
-    fn route(&mut self, view: &PacketView<'_>) -> (usize, u64) {
-        match (&self.fanout, &mut self.flows) {
-            (&Fanout::ByFlow(_, key), Some(flows)) => {
-                let hash = net::parse(view.payload()).map_or(0, |ip| ip.flow().hash_by(key));
-                (flows.assign(hash), hash)
-            }
-            _ => (0, 0),
-        }
-    }
-
-    /// Records that `batch` came back with its verdicts.
-    fn returned(&mut self, batch: &Batch) {
-        self.out[batch.channel] -= 1;
-        if let Some(flows) = &mut self.flows {
-            for (_, flow) in batch.flows() {
-                flows.finished(flow);
-            }
-        }
-    }
-
-    /// Sends each waiting batch whose channel has room; returns the packets
-    /// sent. A batch that cannot go (every worker gone, which only a bug
-    /// could cause) is given back, to be answered with drops.
-    fn send_waiting(&mut self, mut lost: impl FnMut(Batch)) -> usize {
-        let mut sent = 0;
-        for (channel, sender) in self.fanout.senders().iter().enumerate() {
-            if self.out[channel] >= self.max_out {
-                continue;
-            }
-            let Some(mut batch) = self.filling[channel].take() else {
-                continue;
-            };
-            batch.channel = channel;
-            sent += batch.len();
-            // The channel has room for `max_out` batches, and fewer are out,
-            // so this does not block.
-            match sender.send(batch) {
-                Ok(()) => self.out[channel] += 1,
-                Err(back) => {
-                    sent -= back.0.len();
-                    lost(back.0);
-                }
-            }
-        }
-        sent
-    }
-}
-
 /// Who decides the verdicts of a queue's packets.
 pub(crate) enum Handling<H> {
-    /// The worker pool, reached through the fan-out, with at most `max_out`
-    /// batches out on each channel; verdicts come back on the `done` channel.
-    Workers { fanout: Fanout, max_out: usize },
+    /// The `workers` of the pool, through `jobs`, with flow affinity by
+    /// `flows` if given; verdicts come back on the `done` channel.
+    Workers {
+        jobs: Sender<Batch>,
+        workers: usize,
+        flows: Option<FlowKey>,
+    },
     /// The receive thread itself, on the packet in its receive buffer: no copy,
     /// no hand-off, for handlers cheap enough to keep up on one core.
     Inline(Judge<H>),
@@ -188,9 +83,14 @@ pub(crate) enum Handling<H> {
 
 /// What a receive thread is given when it starts.
 pub(crate) struct ReceiveLoop<H> {
+    pub(crate) handling: Handling<H>,
+    pub(crate) setup: Setup,
+}
+
+/// What a receive thread works with.
+pub(crate) struct Setup {
     pub(crate) slot: usize,
     pub(crate) queue: Queue,
-    pub(crate) handling: Handling<H>,
     pub(crate) done: Receiver<Batch>,
     /// Most packets handed to the workers and not yet answered.
     pub(crate) max_in_flight: usize,
@@ -203,38 +103,35 @@ pub(crate) struct ReceiveLoop<H> {
 
 /// How a receive thread at work has its packets judged.
 enum How<H> {
-    Workers(Channels),
+    Workers(Handout),
     Inline(Judge<H>),
 }
 
 impl<H: Handler> ReceiveLoop<H> {
     /// Runs until stopped and every packet read has its verdict.
-    pub(crate) fn run(mut self) -> Result<()> {
-        let handle = self.queue.verdict_handle();
-        let queue_num = self.queue.bound_queues()[0];
-        let binding = self
+    pub(crate) fn run(self) -> Result<()> {
+        let ReceiveLoop { handling, setup } = self;
+        let handle = setup.queue.verdict_handle();
+        let queue_num = setup.queue.bound_queues()[0];
+        let binding = setup
             .queue
             .binding(queue_num)
             .expect("the builder binds one queue per socket");
         let core_seen = handle.stats();
-        let room = self.max_in_flight.min(ROOM_MAX);
-        let handling = std::mem::replace(
-            &mut self.handling,
-            Handling::Workers {
-                fanout: Fanout::ByFlow(Vec::new(), FlowKey::FiveTuple),
-                max_out: 0,
-            },
-        );
+        let room = setup.max_in_flight.min(ROOM_MAX);
         let (how, pool) = match handling {
             Handling::Inline(judge) => (How::Inline(judge), Vec::new()),
-            Handling::Workers { fanout, max_out } => {
-                let made = batches_made(fanout.senders().len(), max_out);
-                let pool = (0..made).map(|_| new_batch()).collect();
-                (How::Workers(Channels::new(fanout, max_out, room)), pool)
+            Handling::Workers {
+                jobs,
+                workers,
+                flows,
+            } => {
+                let pool = (0..batches_made(workers)).map(|_| new_batch()).collect();
+                (How::Workers(Handout::new(jobs, workers, flows, room)), pool)
             }
         };
         let mut thread = ReceiveThread {
-            setup: self,
+            setup,
             how,
             handle,
             queue_num,
@@ -254,7 +151,7 @@ impl<H: Handler> ReceiveLoop<H> {
 
 /// A receive thread at work.
 struct ReceiveThread<H> {
-    setup: ReceiveLoop<H>,
+    setup: Setup,
     how: How<H>,
     handle: VerdictHandle,
     queue_num: u16,
@@ -288,7 +185,6 @@ impl<H: Handler> ReceiveThread<H> {
             if !self.stopping {
                 progress |= self.read();
             }
-            self.send_waiting();
             let idle = !progress;
             self.send(idle);
             self.add_socket_counters();
@@ -309,12 +205,15 @@ impl<H: Handler> ReceiveThread<H> {
         self.failure.take().map_or(Ok(()), Err)
     }
 
-    /// Records the verdicts the workers sent back. True if there were any.
+    /// Records the verdicts the workers sent back, and hands out what waited
+    /// for them. True if there were any.
     fn take_verdicts(&mut self) -> bool {
         let mut any = false;
         while let Ok(mut back) = self.setup.done.try_recv() {
-            if let How::Workers(channels) = &mut self.how {
-                channels.returned(&back);
+            if let How::Workers(handout) = &mut self.how {
+                let coalescer = &mut self.coalescer;
+                let sent = handout.returned(&back, |lost| no_workers_left(coalescer, lost));
+                Counters::add(&self.setup.counters.dispatched, sent as u64);
             }
             for (id, verdict) in back.verdicts.drain(..) {
                 self.setup
@@ -327,16 +226,6 @@ impl<H: Handler> ReceiveThread<H> {
             any = true;
         }
         any
-    }
-
-    /// Hands the batches that wait to the channels that have room.
-    fn send_waiting(&mut self) {
-        let How::Workers(channels) = &mut self.how else {
-            return;
-        };
-        let coalescer = &mut self.coalescer;
-        let sent = channels.send_waiting(|lost| no_workers_left(coalescer, lost));
-        Counters::add(&self.setup.counters.dispatched, sent as u64);
     }
 
     /// Whether the workers hold as many of this queue's packets as they may
@@ -365,7 +254,7 @@ impl<H: Handler> ReceiveThread<H> {
             pool,
             ..
         } = self;
-        let ReceiveLoop {
+        let Setup {
             slot,
             queue,
             counters,
@@ -380,18 +269,25 @@ impl<H: Handler> ReceiveThread<H> {
                     counters.verdict(verdict.kind(), verdict.payload().is_some());
                     coalescer.complete(view.id(), verdict);
                 }
-                How::Workers(channels) => {
-                    let (to, flow) = channels.route(&view);
-                    let batch = channels.filling[to].get_or_insert_with(|| {
-                        let mut batch = pool.pop().unwrap_or_else(new_batch);
+                How::Workers(handout) => {
+                    let batch = handout.batch_for(&view, || {
+                        let mut batch = pool.pop().unwrap_or_else(small_batch);
                         batch.slot = *slot;
                         batch.binding = Some(view.key().binding());
                         batch
                     });
-                    batch.push(view.id(), flow, view.attribute_bytes());
+                    batch.push(view.id(), view.attribute_bytes());
                 }
             }
         });
+        if let How::Workers(handout) = &mut self.how {
+            let (coalescer, pool) = (&mut self.coalescer, &mut self.pool);
+            let sent = handout.end_burst(
+                |lost| no_workers_left(coalescer, lost),
+                |empty| pool.push(empty),
+            );
+            Counters::add(&self.setup.counters.dispatched, sent as u64);
+        }
         match read {
             Ok(0) => false,
             Ok(n) => {
@@ -544,6 +440,12 @@ impl<H: Handler> ReceiveThread<H> {
 /// grows it once; it is reused after).
 fn new_batch() -> Batch {
     Batch::with_room(READ_OVERSHOOT, 512)
+}
+
+/// A batch made beyond the first ones, for a flow's few packets; it grows as
+/// needed and is reused after.
+fn small_batch() -> Batch {
+    Batch::with_room(4, 512)
 }
 
 /// Every worker is gone, which only a bug could cause: the packets are dropped

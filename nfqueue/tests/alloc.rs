@@ -2,7 +2,8 @@
 //! counting global allocator watches every thread of the process while
 //! packets go through two queues, their receive threads and a worker pool
 //! (and, in a second dispatcher, handlers on the receive threads), after a
-//! warm-up.
+//! warm-up; and it stays so while one packet is held by its handler for the
+//! whole time, with every other verdict coalesced around it.
 
 mod common;
 
@@ -11,7 +12,9 @@ use nfqueue::net::FlowKey;
 use nfqueue::{Dispatcher, PacketView, Verdict};
 use nfqueue_testkit::{alloc, traffic, Netns};
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
@@ -91,6 +94,65 @@ fn steady_state_allocations(workers: usize) -> u64 {
     allocations
 }
 
+/// Passes counted while a packet is held: together far more packets than the
+/// coalescer's window had room for at first, so a window that kept them would
+/// have to grow.
+const COUNTED_HELD: u64 = 10;
+
+/// Allocations in `COUNTED_HELD` passes while the first packet sent is held
+/// by its handler, after a warm-up.
+fn allocations_behind_a_held_packet() -> u64 {
+    let ns = Netns::new();
+    ns.enter();
+    let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let dest = receiver.local_addr().unwrap();
+    balance_udp(dest, 0, 0);
+    let senders: Vec<UdpSocket> = (0..8u8)
+        .map(|n| traffic::udp_sender(std::net::Ipv4Addr::new(127, 0, 0, 2 + n).into()))
+        .collect();
+    let released = Arc::new(AtomicBool::new(false));
+    let holding = Arc::new(AtomicBool::new(false));
+    let (release, held) = (Arc::clone(&released), Arc::clone(&holding));
+    let dispatcher = Dispatcher::builder()
+        .queue(0)
+        .workers(2)
+        .build(move |packet: &PacketView<'_>| {
+            if packet.payload().last() == Some(&0xff) {
+                held.store(true, Ordering::Release);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !release.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Verdict::accept()
+        })
+        .unwrap();
+    senders[0].send_to(&[0xff], dest).unwrap();
+    // Alone in its batch: a packet handed to a worker with it would wait too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holding.load(Ordering::Acquire) {
+        assert!(Instant::now() < deadline, "the packet to hold never came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // `pass` waits for every verdict but the held one's.
+    let mut total = 0;
+    let counted =
+        |total: &mut u64| alloc::on_every_thread(|| pass(&senders, dest, &dispatcher, total));
+    let mut warm_up = 0;
+    while counted(&mut total) > 0 {
+        warm_up += 1;
+        assert!(warm_up < WARM_UP, "still allocating after {warm_up} passes");
+    }
+    let allocations: u64 = (0..COUNTED_HELD).map(|_| counted(&mut total)).sum();
+    released.store(true, Ordering::Release);
+    total += 1;
+    wait_for_verdicts(&dispatcher, total);
+    let stats = dispatcher.stop_and_join().unwrap();
+    assert_eq!(stats.accepted, total);
+    assert_eq!(delivered(), total, "every packet passed the queue");
+    allocations
+}
+
 /// One test, so that no other test thread allocates while counting is on.
 #[test]
 fn the_hot_path_allocates_nothing_per_packet() {
@@ -110,5 +172,12 @@ fn the_hot_path_allocates_nothing_per_packet() {
         0,
         "on the receive threads: {inline} allocations for {} packets",
         COUNTED * PACKETS
+    );
+    let held = allocations_behind_a_held_packet();
+    assert_eq!(
+        held,
+        0,
+        "behind a held packet: {held} allocations for {} packets",
+        COUNTED_HELD * PACKETS
     );
 }

@@ -403,3 +403,52 @@ fn a_dispatcher_without_privileges_is_refused() {
     dispatcher.stop_and_join().unwrap();
     counters::assert_queue_drained(9);
 }
+
+/// A panic payload whose own `Drop` panics: the packet gets the `on_panic`
+/// verdict (drop), the worker lives on, the next packets flow, and the
+/// dispatcher stops within a bound. (The payload used to be dropped outside
+/// the catch: the worker died with its batch, and stopping hung.)
+#[test]
+fn a_panic_whose_payload_panics_when_dropped_is_contained() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the payload's drop panics too");
+        }
+    }
+    let _ns = enter_new_netns();
+    let udp = traffic::udp_pair_v4();
+    queue_udp(udp.dest(), 10, false);
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reports);
+    let dispatcher = Dispatcher::builder()
+        .queue(10)
+        .workers(1)
+        .panic_handler(move |report| seen.lock().unwrap().push(report.packet_id))
+        .build(|packet: &PacketView<'_>| {
+            if udp_data(packet) == b"bomb" {
+                std::panic::panic_any(Bomb);
+            }
+            Verdict::accept()
+        })
+        .unwrap();
+    udp.sender.send_to(b"bomb", udp.dest()).unwrap();
+    assert!(
+        arrivals(&udp.receiver, 1).is_empty(),
+        "the bomb was dropped"
+    );
+    assert_flows(&udp, 3);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(dispatcher.stop_and_join());
+    });
+    let stats = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("stop_and_join returned")
+        .unwrap();
+    assert_eq!(stats.handler_panics, 1, "{stats:?}");
+    assert_eq!((stats.accepted, stats.dropped), (3, 1), "{stats:?}");
+    assert_eq!(reports.lock().unwrap().len(), 1);
+    assert_eq!(delivered(), 3);
+    counters::assert_queue_unbound(10);
+}
