@@ -167,7 +167,7 @@ fn into_io(err: PcapError) -> io::Error {
     }
 }
 
-/// A verdict in one word: `accept`, `drop`, `repeat`, `stop`, `queue:N`
+/// A verdict in one word: `accept`, `drop`, `repeat`, `accept-final`, `queue:N`
 /// (`queue:N:bypass` with the bypass flag).
 pub fn verdict_name(kind: VerdictKind) -> String {
     match kind {
