@@ -623,7 +623,7 @@ fn ensure_tools(callgrind: bool) -> Result<()> {
         )
         .into());
     }
-    crate::prereqs::apt_install(&missing)
+    cmd::apt_install(&missing)
 }
 
 /// Compiles the C programs of `bench/` into `bin`.

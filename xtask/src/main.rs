@@ -12,7 +12,6 @@ mod bench_report;
 mod bench_svg;
 mod bench_targets;
 mod bindings;
-mod cmd;
 mod demo;
 mod fuzz;
 mod package;
@@ -22,6 +21,7 @@ mod soak;
 mod test_netns;
 
 use std::process::ExitCode;
+use xtask_support::cmd;
 
 /// Every command with its usage text, as `help` lists them and
 /// `cargo xtask <command> --help` prints one.

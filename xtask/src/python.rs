@@ -8,12 +8,9 @@ use crate::cmd::{self, Counts, Result};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-
-/// Debian's interpreter, whatever else PATH finds first: the user-namespace
-/// pass runs the venv as user nobody, who must reach its interpreter.
-pub const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+pub use xtask_support::venv::{Venv, DEBIAN_PYTHON};
 
 /// What the test virtualenv gets from PyPI.
 const TEST_PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest>=7", "mypy>=1.5"];
@@ -43,72 +40,6 @@ pub fn prepare_bench(root: &Path, out: &Path, bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A virtualenv.
-pub struct Venv {
-    dir: PathBuf,
-}
-
-impl Venv {
-    /// The virtualenv at `dir`, made with Debian's python3 when it is not
-    /// there yet, with `packages` installed (pip skips what is present).
-    pub fn ensure(dir: &Path, packages: &[&str]) -> Result<Venv> {
-        let venv = Venv {
-            dir: dir.to_path_buf(),
-        };
-        if !venv.python().exists() {
-            cmd::run_ok(Command::new(DEBIAN_PYTHON).args(["-m", "venv"]).arg(dir))?;
-        }
-        if !packages.is_empty() {
-            let mut pip = venv.command("pip");
-            pip.args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(packages);
-            cmd::run_ok(&mut pip)?;
-        }
-        Ok(venv)
-    }
-
-    /// The venv's interpreter.
-    pub fn python(&self) -> PathBuf {
-        self.dir.join("bin/python")
-    }
-
-    /// A program of the venv's `bin`.
-    fn command(&self, name: &str) -> Command {
-        Command::new(self.dir.join("bin").join(name))
-    }
-
-    /// Builds `nfqueue-python` (release) with maturin and installs the wheel.
-    pub fn install_module(&self, root: &Path) -> Result<()> {
-        let wheels = root.join("target/python/wheels");
-        let _ = fs::remove_dir_all(&wheels);
-        let mut build = self.command("maturin");
-        build
-            .current_dir(root.join("nfqueue-python"))
-            // A wheel for this machine: linked to its libnetfilter_queue, not repaired
-            // into a manylinux one (which would need patchelf).
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--auditwheel",
-                "skip",
-                "--out",
-            ])
-            .arg(&wheels);
-        cmd::run_ok(&mut build)?;
-        let wheel = fs::read_dir(&wheels)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or("maturin built no wheel")?;
-        let mut pip = self.command("pip");
-        pip.args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(["--force-reinstall", "--no-deps"])
-            .arg(wheel);
-        cmd::run_ok(&mut pip)
-    }
-}
-
 /// Runs the pytest suite: as root, or as `nobody` in a user+net namespace
 /// (`in_userns`; as an ordinary user, as that user there). Returns the counts
 /// and the exit code; a failure to set up counts as a failed pass.
@@ -127,7 +58,7 @@ fn run_suite(root: &Path, in_userns: bool) -> Result<(Counts, u8)> {
     venv.install_module(root)?;
     let tests = root.join("nfqueue-python/tests");
     let mut pytest = if in_userns {
-        for path in [&tests, &venv.dir] {
+        for path in [tests.as_path(), venv.dir()] {
             if !reachable_by_others(path) {
                 return Err(format!(
                     "{} is not readable by user nobody; the user-namespace pass needs it",
