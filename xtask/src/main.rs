@@ -4,13 +4,6 @@
 //! install the system libraries those crates need before they can build.
 
 mod asan;
-mod bench;
-mod bench_callgrind;
-mod bench_latency;
-mod bench_measure;
-mod bench_report;
-mod bench_svg;
-mod bench_targets;
 mod bindings;
 mod demo;
 mod fuzz;
@@ -20,6 +13,7 @@ mod python;
 mod soak;
 mod test_netns;
 
+use nfqueue_bench as bench;
 use std::process::ExitCode;
 use xtask_support::cmd;
 

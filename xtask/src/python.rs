@@ -1,11 +1,10 @@
-//! The Python module in `cargo xtask test-netns` and `cargo xtask bench`: a
-//! virtualenv made with Debian's `python3 -m venv`, maturin, pytest and mypy
-//! from PyPI, the module built with maturin and installed into it, and the
-//! pytest suite of `nfqueue-python/tests` run against the kernel, as root and
-//! as user `nobody` inside `unshare --user --map-root-user --net`.
+//! The Python module in `cargo xtask test-netns`: a virtualenv made with
+//! Debian's `python3 -m venv`, maturin, pytest and mypy from PyPI, the module
+//! built with maturin and installed into it, and the pytest suite of
+//! `nfqueue-python/tests` run against the kernel, as root and as user `nobody`
+//! inside `unshare --user --map-root-user --net`.
 
 use crate::cmd::{self, Counts, Result};
-use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,31 +13,6 @@ pub use xtask_support::venv::{Venv, DEBIAN_PYTHON};
 
 /// What the test virtualenv gets from PyPI.
 const TEST_PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest>=7", "mypy>=1.5"];
-
-/// The Python consumers of `cargo xtask bench`: the same script
-/// (`bench/nfq_python.py`), each from a venv (under the bench's output
-/// directory) that holds one of the two modules named `netfilterqueue`.
-pub const BENCH_CONSUMERS: &[(&str, &str, &str)] = &[
-    (
-        "py-reference",
-        "venv-reference",
-        "Python, the reference package NetfilterQueue 1.1.0 from PyPI (bench/nfq_python.py)",
-    ),
-    (
-        "py-nfqueue",
-        "venv-nfqueue",
-        "Python, nfqueue-python: the same script on our module (bench/nfq_python.py)",
-    ),
-];
-
-/// Makes the bench's venvs in `out` (the reference from PyPI, ours built by
-/// maturin in release mode) and copies the script into `bin`.
-pub fn prepare_bench(root: &Path, out: &Path, bin: &Path) -> Result<()> {
-    Venv::ensure(&out.join("venv-reference"), &["NetfilterQueue==1.1.0"])?;
-    Venv::ensure(&out.join("venv-nfqueue"), &["maturin>=1.5,<2"])?.install_module(root)?;
-    fs::copy(root.join("bench/nfq_python.py"), bin.join("nfq_python.py"))?;
-    Ok(())
-}
 
 /// Runs the pytest suite: as root, or as `nobody` in a user+net namespace
 /// (`in_userns`; as an ordinary user, as that user there). Returns the counts
