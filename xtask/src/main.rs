@@ -4,15 +4,7 @@
 //! install the system libraries those crates need before they can build.
 
 mod asan;
-mod bench;
-mod bench_callgrind;
-mod bench_latency;
-mod bench_measure;
-mod bench_report;
-mod bench_svg;
-mod bench_targets;
 mod bindings;
-mod cmd;
 mod demo;
 mod fuzz;
 mod package;
@@ -21,7 +13,9 @@ mod python;
 mod soak;
 mod test_netns;
 
+use nfqueue_bench as bench;
 use std::process::ExitCode;
+use xtask_support::cmd;
 
 /// Every command with its usage text, as `help` lists them and
 /// `cargo xtask <command> --help` prints one.

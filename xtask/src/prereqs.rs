@@ -1,7 +1,7 @@
 //! `cargo xtask prereqs`: check the system tools and libraries the workspace needs,
 //! and install the missing ones on Debian/Ubuntu when running as root.
 
-use crate::cmd::{self, find_program, is_root, Result};
+use crate::cmd::{apt_install, find_program, is_root, Result};
 use std::path::Path;
 use std::process::Command;
 
@@ -191,15 +191,4 @@ fn check(verbose: bool) -> Result<()> {
     } else {
         Err(format!("still missing after apt-get install: {}", still.join(" ")).into())
     }
-}
-
-/// Installs Debian packages with apt-get, without questions (needs root).
-pub fn apt_install(packages: &[&str]) -> Result<()> {
-    cmd::run_ok(cmd::program("apt-get").arg("update"))?;
-    cmd::run_ok(
-        cmd::program("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(packages),
-    )
 }

@@ -1,113 +1,18 @@
-//! The Python module in `cargo xtask test-netns` and `cargo xtask bench`: a
-//! virtualenv made with Debian's `python3 -m venv`, maturin, pytest and mypy
-//! from PyPI, the module built with maturin and installed into it, and the
-//! pytest suite of `nfqueue-python/tests` run against the kernel, as root and
-//! as user `nobody` inside `unshare --user --map-root-user --net`.
+//! The Python module in `cargo xtask test-netns`: a virtualenv made with
+//! Debian's `python3 -m venv`, maturin, pytest and mypy from PyPI, the module
+//! built with maturin and installed into it, and the pytest suite of
+//! `nfqueue-python/tests` run against the kernel, as root and as user `nobody`
+//! inside `unshare --user --map-root-user --net`.
 
 use crate::cmd::{self, Counts, Result};
-use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-
-/// Debian's interpreter, whatever else PATH finds first: the user-namespace
-/// pass runs the venv as user nobody, who must reach its interpreter.
-pub const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+pub use xtask_support::venv::{Venv, DEBIAN_PYTHON};
 
 /// What the test virtualenv gets from PyPI.
 const TEST_PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest>=7", "mypy>=1.5"];
-
-/// The Python consumers of `cargo xtask bench`: the same script
-/// (`bench/nfq_python.py`), each from a venv (under the bench's output
-/// directory) that holds one of the two modules named `netfilterqueue`.
-pub const BENCH_CONSUMERS: &[(&str, &str, &str)] = &[
-    (
-        "py-reference",
-        "venv-reference",
-        "Python, the reference package NetfilterQueue 1.1.0 from PyPI (bench/nfq_python.py)",
-    ),
-    (
-        "py-nfqueue",
-        "venv-nfqueue",
-        "Python, nfqueue-python: the same script on our module (bench/nfq_python.py)",
-    ),
-];
-
-/// Makes the bench's venvs in `out` (the reference from PyPI, ours built by
-/// maturin in release mode) and copies the script into `bin`.
-pub fn prepare_bench(root: &Path, out: &Path, bin: &Path) -> Result<()> {
-    Venv::ensure(&out.join("venv-reference"), &["NetfilterQueue==1.1.0"])?;
-    Venv::ensure(&out.join("venv-nfqueue"), &["maturin>=1.5,<2"])?.install_module(root)?;
-    fs::copy(root.join("bench/nfq_python.py"), bin.join("nfq_python.py"))?;
-    Ok(())
-}
-
-/// A virtualenv.
-pub struct Venv {
-    dir: PathBuf,
-}
-
-impl Venv {
-    /// The virtualenv at `dir`, made with Debian's python3 when it is not
-    /// there yet, with `packages` installed (pip skips what is present).
-    pub fn ensure(dir: &Path, packages: &[&str]) -> Result<Venv> {
-        let venv = Venv {
-            dir: dir.to_path_buf(),
-        };
-        if !venv.python().exists() {
-            cmd::run_ok(Command::new(DEBIAN_PYTHON).args(["-m", "venv"]).arg(dir))?;
-        }
-        if !packages.is_empty() {
-            let mut pip = venv.command("pip");
-            pip.args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(packages);
-            cmd::run_ok(&mut pip)?;
-        }
-        Ok(venv)
-    }
-
-    /// The venv's interpreter.
-    pub fn python(&self) -> PathBuf {
-        self.dir.join("bin/python")
-    }
-
-    /// A program of the venv's `bin`.
-    fn command(&self, name: &str) -> Command {
-        Command::new(self.dir.join("bin").join(name))
-    }
-
-    /// Builds `nfqueue-python` (release) with maturin and installs the wheel.
-    pub fn install_module(&self, root: &Path) -> Result<()> {
-        let wheels = root.join("target/python/wheels");
-        let _ = fs::remove_dir_all(&wheels);
-        let mut build = self.command("maturin");
-        build
-            .current_dir(root.join("nfqueue-python"))
-            // A wheel for this machine: linked to its libnetfilter_queue, not repaired
-            // into a manylinux one (which would need patchelf).
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--auditwheel",
-                "skip",
-                "--out",
-            ])
-            .arg(&wheels);
-        cmd::run_ok(&mut build)?;
-        let wheel = fs::read_dir(&wheels)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or("maturin built no wheel")?;
-        let mut pip = self.command("pip");
-        pip.args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(["--force-reinstall", "--no-deps"])
-            .arg(wheel);
-        cmd::run_ok(&mut pip)
-    }
-}
 
 /// Runs the pytest suite: as root, or as `nobody` in a user+net namespace
 /// (`in_userns`; as an ordinary user, as that user there). Returns the counts
@@ -127,7 +32,7 @@ fn run_suite(root: &Path, in_userns: bool) -> Result<(Counts, u8)> {
     venv.install_module(root)?;
     let tests = root.join("nfqueue-python/tests");
     let mut pytest = if in_userns {
-        for path in [&tests, &venv.dir] {
+        for path in [tests.as_path(), venv.dir()] {
             if !reachable_by_others(path) {
                 return Err(format!(
                     "{} is not readable by user nobody; the user-namespace pass needs it",

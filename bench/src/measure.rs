@@ -1,28 +1,20 @@
-//! One benchmark measurement inside the namespace, and the soak run: start a
-//! consumer, wait until it bound its queues, read the counters, make traffic,
-//! read them again, stop the consumer.
+//! Measuring: one consumer once (start it, read the counters, make traffic,
+//! read them again, stop it), every consumer of a throughput scenario round
+//! by round, and the soak run.
 
-use crate::bench::{Consumer, Programs, Scenario, Traffic};
-use crate::cmd::{self, ChildGuard, Result};
+use crate::consumer::{Consumer, Programs};
+use crate::options::Options;
+use crate::running::{
+    queue_lines, set_udp_queues, QueueLine, Running, TCP_PORT, UDP_DST, UDP_PORT,
+};
+use crate::scenario::{Scenario, Traffic, SENDER_CPU};
 use std::fs;
 use std::io::Read;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
+use xtask_support::cmd::{self, ChildGuard, Result};
 
-/// The queue every consumer binds (the first, when it binds several).
-pub const QUEUE: u16 = 0;
-/// Sent over loopback, and dropped by a raw PREROUTING rule when it comes back
-/// in: no listener, no ICMP errors, no sink process.
-const UDP_DST: &str = "127.0.0.1";
-const UDP_PORT: &str = "9";
-const TCP_PORT: &str = "5201";
-/// The CPU of the traffic source; consumers get the other one.
-pub const SENDER_CPU: &str = "0";
-/// How long a consumer may take to bind its queues, and to exit after SIGTERM.
-/// Long enough for a consumer under valgrind too.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name the dispatcher gives its receive threads (`nfq-recv-QUEUE`).
 const RECV_THREAD: &str = "nfq-recv";
 
@@ -146,140 +138,6 @@ impl Sample {
             "{main}; consumer cpu {:.2}s{recv}, its cpus busy {:.2}s of {:.2}s; drops: queue full {}, socket {}{split}",
             self.proc_cpu, self.cpus_busy, self.secs, self.queue_full, self.user_drops
         )
-    }
-}
-
-/// The namespace's interfaces and rules. The NFQUEUE rules use the iptables
-/// target: nft's own `queue` statement needs CONFIG_NFT_QUEUE. The UDP rule is
-/// the first of mangle OUTPUT ([`set_udp_queues`] replaces it).
-pub fn setup() -> Result<()> {
-    let ip = |args: &[&str]| cmd::run_ok(cmd::program("ip").args(args));
-    ip(&["link", "set", "lo", "up"])?;
-    // At loopback's 64 KiB MTU every TCP segment is a whole GSO packet already;
-    // at 1500 the GSO setting of the queue decides whether it is segmented.
-    ip(&["link", "set", "lo", "mtu", "1500"])?;
-    for (proto, port) in [("udp", UDP_PORT), ("tcp", TCP_PORT)] {
-        let rule = ["-o", "lo", "-p", proto, "--dport", port];
-        cmd::run_ok(
-            cmd::program("iptables")
-                .args(["-t", "mangle", "-A", "OUTPUT"])
-                .args(rule)
-                .args(nfqueue_target(1)),
-        )?;
-        // filter OUTPUT runs after mangle OUTPUT: it sees only accepted packets.
-        cmd::run_ok(
-            cmd::program("iptables")
-                .args(["-t", "filter", "-A", "OUTPUT"])
-                .args(rule)
-                .args(["-j", "ACCEPT"]),
-        )?;
-    }
-    cmd::run_ok(cmd::program("iptables").args([
-        "-t",
-        "raw",
-        "-A",
-        "PREROUTING",
-        "-i",
-        "lo",
-        "-p",
-        "udp",
-        "--dport",
-        UDP_PORT,
-        "-j",
-        "DROP",
-    ]))
-}
-
-/// The NFQUEUE target for a consumer of `queues` queues from [`QUEUE`] on.
-pub fn nfqueue_target(queues: u16) -> Vec<String> {
-    let mut target = vec!["-j".to_string(), "NFQUEUE".into()];
-    if queues > 1 {
-        let last = QUEUE + queues - 1;
-        target.extend(["--queue-balance".into(), format!("{QUEUE}:{last}")]);
-    } else {
-        target.extend(["--queue-num".into(), QUEUE.to_string()]);
-    }
-    target
-}
-
-/// Makes the UDP rule (the first of mangle OUTPUT) queue to `queues` queues,
-/// to match what the next consumer binds.
-pub fn set_udp_queues(queues: u16) -> Result<()> {
-    cmd::run_ok(
-        cmd::program("iptables")
-            .args(["-t", "mangle", "-R", "OUTPUT", "1"])
-            .args(["-o", "lo", "-p", "udp", "--dport", UDP_PORT])
-            .args(nfqueue_target(queues)),
-    )
-}
-
-/// A started consumer: killed if still running when dropped.
-pub struct Running {
-    child: ChildGuard,
-}
-
-impl Running {
-    /// Starts `consumer` on `cpus` and waits until it bound all its queues.
-    pub fn start(programs: &Programs, consumer: &Consumer, cpus: &str, gso: bool) -> Result<Self> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(programs.dir.join("..").join("consumers.log"))?;
-        let mut command = cmd::program("taskset");
-        command
-            .args(["-c", cpus])
-            .arg(&consumer.program)
-            .args(&consumer.args);
-        if gso && consumer.gso {
-            command.arg("--gso");
-        }
-        command
-            .arg(QUEUE.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = ChildGuard(cmd::spawn(&mut command)?);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while queue_lines(consumer.queues)?.len() < usize::from(consumer.queues) {
-            if let Some(status) = child.0.try_wait()? {
-                return Err(
-                    format!("bench: {} exited before binding: {status}", consumer.name).into(),
-                );
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "bench: {} did not bind its {} queue(s) from {QUEUE} on in {}s",
-                    consumer.name,
-                    consumer.queues,
-                    START_TIMEOUT.as_secs()
-                )
-                .into());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Running { child })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.0.id()
-    }
-
-    /// SIGTERM, wait, and the packet count it printed.
-    pub fn stop(mut self, name: &str) -> Result<u64> {
-        cmd::terminate(&self.child.0);
-        let status = cmd::wait_until(&mut self.child.0, Instant::now() + STOP_TIMEOUT)?
-            .ok_or_else(|| format!("bench: {name} did not exit after SIGTERM"))?;
-        let mut out = String::new();
-        if let Some(mut stdout) = self.child.0.stdout.take() {
-            stdout.read_to_string(&mut out)?;
-        }
-        if !status.success() {
-            return Err(format!("bench: {name} exited with {status}").into());
-        }
-        out.trim()
-            .lines()
-            .last()
-            .and_then(|l| l.trim().parse().ok())
-            .ok_or_else(|| format!("bench: {name} printed no packet count: {out:?}").into())
     }
 }
 
@@ -522,37 +380,6 @@ fn accept_counter(traffic: Traffic) -> Result<(u64, u64)> {
         .ok_or_else(|| format!("bench: no counting rule for {port} in:\n{text}").into())
 }
 
-/// A line of /proc/net/netfilter/nfnetlink_queue.
-#[derive(Debug, Default, Clone, Copy)]
-struct QueueLine {
-    queue: u64,
-    queue_full: u64,
-    user_drops: u64,
-    /// The last packet id given out: packets queued so far.
-    id_sequence: u64,
-}
-
-/// The lines of queues [`QUEUE`]..[`QUEUE`]+`queues`-1 that are bound.
-fn queue_lines(queues: u16) -> Result<Vec<QueueLine>> {
-    let text = fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")?;
-    let ours = u64::from(QUEUE)..u64::from(QUEUE) + u64::from(queues);
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<u64> = l
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            (f.len() >= 8 && ours.contains(&f[0])).then(|| QueueLine {
-                queue: f[0],
-                queue_full: f[5],
-                user_drops: f[6],
-                id_sequence: f[7],
-            })
-        })
-        .collect())
-}
-
 fn clock_ticks() -> f64 {
     // USER_HZ is 100 on every Linux architecture that matters here; getconf
     // would say so at the cost of a process.
@@ -678,4 +505,34 @@ pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> 
         }
     }
     Ok(text)
+}
+
+/// Every consumer of a throughput scenario, round by round.
+pub fn throughput(
+    programs: &Programs,
+    scenario: &'static Scenario,
+    consumers: &[Consumer],
+    opts: &Options,
+) -> Result<Measured> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); consumers.len()];
+    for round in 0..opts.rounds {
+        for (i, consumer) in consumers.iter().enumerate() {
+            eprintln!(
+                "bench: {} round {}/{}: {}",
+                scenario.name,
+                round + 1,
+                opts.rounds,
+                consumer.name
+            );
+            let mut sample = one(programs, scenario, consumer, opts.secs, opts.segments)?;
+            sample.round = round + 1;
+            eprintln!("bench:   {}", sample.summary(scenario.traffic));
+            samples[i].push(sample);
+        }
+    }
+    Ok(Measured {
+        scenario,
+        consumers: consumers.iter().map(|c| c.name).collect(),
+        samples,
+    })
 }

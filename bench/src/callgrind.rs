@@ -9,21 +9,22 @@
 //! (as the consumer counted them) is the cost of one more packet: starting,
 //! binding and exiting cancel out.
 
-use crate::bench::{self, Consumer, Programs};
-use crate::bench_measure::{self as measure, Running};
-use crate::cmd::{find_program, Result};
-use crate::python;
+use crate::consumer::{self, Consumer, Programs};
+use crate::measure;
+use crate::running::{self, Running};
+use crate::scenario;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use xtask_support::cmd::{find_program, Result};
 
 /// The consumers measured: those of the UDP scenarios but the Python ones,
 /// the first (the classic C one) the baseline of the ratios.
 pub fn consumers() -> Vec<&'static str> {
-    bench::ALL
+    scenario::ALL
         .iter()
         .copied()
-        .filter(|name| !python::BENCH_CONSUMERS.iter().any(|p| p.0 == *name))
+        .filter(|name| !consumer::is_python(name))
         .collect()
 }
 
@@ -60,7 +61,7 @@ pub fn run(programs: &Programs, packets: u64, segments: u32) -> Result<String> {
         .ok_or("bench: --callgrind needs valgrind (apt-get install valgrind)")?;
     let dir = programs.dir.join("..").join("callgrind");
     fs::create_dir_all(&dir)?;
-    measure::set_udp_queues(1)?;
+    running::set_udp_queues(1)?;
     let mut counted = Vec::new();
     for name in consumers() {
         let plain = programs.consumer(name);
@@ -152,7 +153,7 @@ mod tests {
 
     #[test]
     fn the_total_is_read_from_the_summary_line() {
-        let dir = std::env::temp_dir().join(format!("xtask-callgrind-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bench-callgrind-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let out = dir.join("a.out");
         fs::write(

@@ -2,11 +2,12 @@
 //! scaling curve (pps against handler work per packet, a line per consumer),
 //! and the latency the queue adds per consumer and load.
 
-use crate::bench::LATENCY_LOADS;
-use crate::bench_latency::LatencyPoint;
-use crate::bench_measure::Measured;
-use crate::bench_report::{latency_points, rows, Row};
-use crate::bench_targets::{paired, Spread};
+use crate::latency::LatencyPoint;
+use crate::measure::Measured;
+use crate::report::{latency_points, rows, Row};
+use crate::scenario::LATENCY_LOADS;
+use crate::stats::Spread;
+use crate::targets::paired;
 use std::fmt::Write as _;
 
 /// Every consumer's colour, in the order of the report.
@@ -406,7 +407,7 @@ mod tests {
 
     #[test]
     fn every_consumer_has_its_own_colour() {
-        for name in crate::bench::SCENARIOS
+        for name in crate::scenario::SCENARIOS
             .iter()
             .flat_map(|s| s.consumers.iter())
         {

@@ -1,12 +1,15 @@
 //! The benchmark's report: medians, ranges and paired ratios per consumer as
-//! markdown tables (throughput, receive-thread CPU, scaling, latency), and a
-//! CSV of every run. `bench_targets.rs` checks the targets, `bench_svg.rs`
-//! charts the same numbers.
+//! markdown tables (throughput, receive-thread CPU, scaling, latency), closed
+//! by the targets (`targets.rs`), and CSVs of every run and of every latency
+//! point. `chart.rs` charts the same numbers.
 
-use crate::bench::{consumer_description, Options, Traffic, LATENCY_LOADS};
-use crate::bench_latency::{CapacityFrom, LatencyPoint};
-use crate::bench_measure::{Measured, Sample};
-use crate::bench_targets::{self as targets, Spread};
+use crate::consumer;
+use crate::latency::{CapacityFrom, LatencyPoint};
+use crate::measure::{Measured, Sample};
+use crate::options::Options;
+use crate::scenario::{Traffic, LATENCY_LOADS};
+use crate::stats::{median, spread_text, Spread};
+use crate::targets;
 use std::fmt::Write as _;
 
 /// One consumer in one scenario, summed up over the rounds.
@@ -60,19 +63,6 @@ impl Row {
                 self.overflow_rounds, self.rounds
             ),
         }
-    }
-}
-
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
     }
 }
 
@@ -206,26 +196,12 @@ pub fn markdown(opts: &Options, measured: &[Measured], points: &[LatencyPoint]) 
     for name in names {
         if !seen.contains(&name) {
             seen.push(name);
-            let _ = writeln!(md, "- `{name}`: {}", consumer_description(name));
+            let _ = writeln!(md, "- `{name}`: {}", consumer::description(name));
         }
     }
     md.push('\n');
     md += &targets::section(measured, points);
     md
-}
-
-/// `median [min-max]` with `digits` decimals (`[min to max]` when a bound
-/// is negative, so that no minus sign reads as the dash).
-pub fn spread_text(spread: &Spread, digits: usize) -> String {
-    let dash = if spread.min < 0.0 || spread.max < 0.0 {
-        " to "
-    } else {
-        "-"
-    };
-    format!(
-        "{:.digits$} [{:.digits$}{dash}{:.digits$}]",
-        spread.median, spread.min, spread.max
-    )
 }
 
 /// The receive threads' CPU time per accepted packet, for every consumer that
@@ -399,6 +375,7 @@ fn latency(points: &[LatencyPoint]) -> String {
     md
 }
 
+/// Every throughput run: one line per scenario, consumer and round.
 pub fn csv(measured: &[Measured]) -> String {
     let mut out = String::from(
         "scenario,consumer,round,secs,sent,accepted,accepted_bytes,consumer_count,proc_cpu_s,cpus_busy_s,queue_full_drops,socket_drops,tcp_bps,recv_threads_cpu_s,queued_per_queue\n",
@@ -426,6 +403,43 @@ pub fn csv(measured: &[Measured]) -> String {
                 queued.join(";")
             );
         }
+    }
+    out
+}
+
+/// The latency points: one line per consumer, round and load.
+pub fn latency_csv(points: &[LatencyPoint]) -> String {
+    let mut out = String::from(
+        "consumer,round,load_pct,capacity_pps,capacity_from,client_ceiling,target_rate,\
+         queued_rate,queued_sent,queued_received,queued_p50_ns,queued_p99_ns,queued_max_ns,\
+         direct_rate,direct_sent,direct_received,direct_p50_ns,direct_p99_ns,direct_max_ns\n",
+    );
+    let ns = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.0}"));
+    for p in points {
+        let _ = write!(
+            out,
+            "{},{},{},{:.0},{:?},{:.0},{:.0}",
+            p.consumer,
+            p.round,
+            p.load_pct,
+            p.capacity,
+            p.capacity_from,
+            p.client_ceiling,
+            p.target_rate
+        );
+        for rtt in [&p.queued, &p.direct] {
+            let _ = write!(
+                out,
+                ",{:.0},{},{},{},{},{}",
+                rtt.rate,
+                rtt.sent,
+                rtt.received,
+                ns(rtt.p50_ns),
+                ns(rtt.p99_ns),
+                ns(rtt.max_ns)
+            );
+        }
+        out.push('\n');
     }
     out
 }

@@ -1,4 +1,5 @@
-//! Running commands: echo them, find programs, wait with a deadline, count test results.
+//! Running commands: echo them, find programs, wait with a deadline, count test results,
+//! install Debian packages.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -39,11 +40,12 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// The workspace root: xtask lives one level below it.
+/// The workspace root: this crate lives in `xtask/support`, two levels below it.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent directory")
+        .ancestors()
+        .nth(2)
+        .expect("xtask/support has a grandparent directory")
         .to_path_buf()
 }
 
@@ -174,6 +176,17 @@ pub fn run_counted(cmd: &mut Command) -> Result<(ExitStatus, Counts)> {
     }
     drop(out);
     Ok((child.wait()?, counts))
+}
+
+/// Installs Debian packages with apt-get, without questions (needs root).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    run_ok(program("apt-get").arg("update"))?;
+    run_ok(
+        program("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(packages),
+    )
 }
 
 /// Kills and reaps a child when dropped, so no helper outlives a failed step.

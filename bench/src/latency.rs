@@ -11,14 +11,16 @@
 //! below the consumer's capacity, the loads are shares of the ceiling instead,
 //! so that no point measures the client's own backlog, and the report says so.
 
-use crate::bench::{self, Consumer, Options, Programs, LATENCY_LOADS};
-use crate::bench_measure::{self as measure, Measured, Running, SENDER_CPU};
-use crate::bench_report::median;
-use crate::cmd::{self, ChildGuard, Result};
-use std::fmt::Write as _;
+use crate::consumer::{Consumer, Programs};
+use crate::measure::{self, Measured};
+use crate::options::Options;
+use crate::running::{self, Running};
+use crate::scenario::{self, LATENCY_LOADS, SENDER_CPU};
+use crate::stats::median;
 use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use xtask_support::cmd::{self, ChildGuard, Result};
 
 /// The port of the client's echo socket: only packets to it are queued, not
 /// the echoes.
@@ -150,7 +152,7 @@ pub fn run(
             Some(pps) => (pps, CapacityFrom::Udp64),
             None => {
                 eprintln!("bench: latency: capacity of {}", consumer.name);
-                let udp64 = bench::scenario("udp-64").expect("udp-64 is a scenario");
+                let udp64 = scenario::scenario("udp-64").expect("udp-64 is a scenario");
                 let sample =
                     measure::one(programs, udp64, consumer, SATURATION_SECS, opts.segments)?;
                 eprintln!("bench:   {}", sample.summary(udp64.traffic));
@@ -242,14 +244,14 @@ fn capacity_in(measured: &[Measured], consumer: &str) -> Option<f64> {
     ))
 }
 
-/// Runs `f` with the requests' port queued to [`measure::QUEUE`].
+/// Runs `f` with the requests' port queued to [`running::QUEUE`].
 fn with_rule<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     let rule = |action: &str| {
         cmd::run_ok(
             cmd::program("iptables")
                 .args(["-t", "mangle", action, "OUTPUT"])
                 .args(["-o", "lo", "-p", "udp", "--dport", PORT])
-                .args(measure::nfqueue_target(1)),
+                .args(running::nfqueue_target(1)),
         )
     };
     rule("-A")?;
@@ -282,43 +284,6 @@ fn client(programs: &Programs, rate: f64, secs: f64) -> Result<Rtt> {
     }
     Rtt::parse(out.trim())
         .ok_or_else(|| format!("bench: bench_latency printed no result: {out:?}").into())
-}
-
-/// One line per consumer, round and load.
-pub fn csv(points: &[LatencyPoint]) -> String {
-    let mut out = String::from(
-        "consumer,round,load_pct,capacity_pps,capacity_from,client_ceiling,target_rate,\
-         queued_rate,queued_sent,queued_received,queued_p50_ns,queued_p99_ns,queued_max_ns,\
-         direct_rate,direct_sent,direct_received,direct_p50_ns,direct_p99_ns,direct_max_ns\n",
-    );
-    let ns = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.0}"));
-    for p in points {
-        let _ = write!(
-            out,
-            "{},{},{},{:.0},{:?},{:.0},{:.0}",
-            p.consumer,
-            p.round,
-            p.load_pct,
-            p.capacity,
-            p.capacity_from,
-            p.client_ceiling,
-            p.target_rate
-        );
-        for rtt in [&p.queued, &p.direct] {
-            let _ = write!(
-                out,
-                ",{:.0},{},{},{},{},{}",
-                rtt.rate,
-                rtt.sent,
-                rtt.received,
-                ns(rtt.p50_ns),
-                ns(rtt.p99_ns),
-                ns(rtt.max_ns)
-            );
-        }
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -4,36 +4,11 @@
 //! median is. Where a run cannot tell (the sender was the limit, the latency
 //! client did not reach its rate, the queues split unevenly), the line says so.
 
-use crate::bench::Traffic;
-use crate::bench_latency::LatencyPoint;
-use crate::bench_measure::{Measured, Sample};
-use crate::bench_report::{median, spread_text};
+use crate::latency::LatencyPoint;
+use crate::measure::{Measured, Sample};
+use crate::scenario::Traffic;
+use crate::stats::{median, spread_text, Spread};
 use std::fmt::Write as _;
-
-/// Median, min and max of a set of numbers, and how many there were.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub n: usize,
-}
-
-impl Spread {
-    /// `None` for no numbers (NaNs do not count).
-    pub fn of(mut values: Vec<f64>) -> Option<Spread> {
-        values.retain(|v| !v.is_nan());
-        if values.is_empty() {
-            return None;
-        }
-        Some(Spread {
-            min: values.iter().copied().fold(f64::INFINITY, f64::min),
-            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            n: values.len(),
-            median: median(&mut values),
-        })
-    }
-}
 
 /// `a`'s number over `b`'s, round by round (rounds where `b` measured 0 do not
 /// count).
@@ -343,8 +318,8 @@ fn latency_ratio(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench;
-    use crate::bench_latency::{CapacityFrom, Rtt};
+    use crate::latency::{CapacityFrom, Rtt};
+    use crate::scenario;
 
     fn sample(consumer: &str, round: usize, accepted: u64, overflowed: bool) -> Sample {
         Sample {
@@ -358,7 +333,7 @@ mod tests {
     }
 
     fn udp64(rounds: &[(&[u64], &[u64])]) -> Measured {
-        let scenario = bench::scenario("udp-64").unwrap();
+        let scenario = scenario::scenario("udp-64").unwrap();
         let mut samples = vec![Vec::new(), Vec::new()];
         for (a, b) in rounds {
             for (i, (&x, &y)) in a.iter().zip(b.iter()).enumerate() {
