@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes asked for by the allocations counted in `ALLOCATIONS`.
+static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Counting on for every thread.
 static EVERY_THREAD: AtomicBool = AtomicBool::new(false);
 
@@ -31,19 +33,19 @@ thread_local! {
 // touches only atomics and a const-initialised thread-local (no allocation).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         // SAFETY: the caller's contract is passed on.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         // SAFETY: as above.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
+        count(new_size);
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -54,9 +56,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-fn count() {
+fn count(bytes: usize) {
     if EVERY_THREAD.load(Ordering::Relaxed) || THIS_THREAD.with(Cell::get) {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -73,9 +76,22 @@ pub fn on_this_thread(f: impl FnOnce()) -> u64 {
 /// Allocations made by every thread of the process while `f` runs: run the
 /// test alone in its binary, so that no other test is counted.
 pub fn on_every_thread(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    counted_on_every_thread(f).0
+}
+
+/// Allocations made by every thread while `f` runs, and the bytes they asked
+/// for (a reallocation counts its new size): for a test that bounds how much
+/// memory a path takes, not only how often.
+pub fn counted_on_every_thread(f: impl FnOnce()) -> (u64, u64) {
+    let before = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
     EVERY_THREAD.store(true, Ordering::Relaxed);
     f();
     EVERY_THREAD.store(false, Ordering::Relaxed);
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    (
+        ALLOCATIONS.load(Ordering::Relaxed) - before.0,
+        BYTES.load(Ordering::Relaxed) - before.1,
+    )
 }
