@@ -30,9 +30,11 @@
 //! let far = FarEnd::start(receiver);
 //! let expect = Expectation::default();
 //! let mut pacer = Pacer::new(&far, Some(&judge), expect);
-//! let sent = Sender::new(plan.flows(), dest).send(plan.packets(), &mut pacer);
-//! let observed = oracle::observe(far, &rules, &[0], &plan.packets()[..sent.sent]);
-//! oracle::check(&plan.packets()[..sent.sent], |p| p.outcome(&expect), expect, &observed)
+//! let report = Sender::new(plan.flows(), dest).send(plan.packets(), &mut pacer);
+//! let sent = &plan.packets()[..report.sent];
+//! let due = oracle::due(sent, |p| p.outcome(&expect));
+//! let observed = oracle::observe(far, &rules, &[0], sent.len(), due);
+//! oracle::check(sent, |p| p.outcome(&expect), expect, &observed)
 //!     .unwrap_or_else(|diff| panic!("{diff}"));
 //! ```
 
@@ -956,8 +958,9 @@ pub struct Arrival {
 #[derive(Debug)]
 pub struct FarEnd {
     arrived: Arc<AtomicU64>,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<(Vec<Arrival>, u64)>,
+    thread: JoinHandle<u64>,
 }
 
 impl FarEnd {
@@ -968,12 +971,16 @@ impl FarEnd {
             .set_read_timeout(Some(Duration::from_millis(20)))
             .expect("setting a read timeout failed");
         let arrived = Arc::new(AtomicU64::new(0));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (count, stopping) = (Arc::clone(&arrived), Arc::clone(&stop));
+        let (count, got, stopping) = (
+            Arc::clone(&arrived),
+            Arc::clone(&arrivals),
+            Arc::clone(&stop),
+        );
         let thread = thread::Builder::new()
             .name("oracle-far-end".into())
             .spawn(move || {
-                let mut got = Vec::new();
                 let mut foreign = 0u64;
                 let mut buf = vec![0u8; 65536];
                 let hard = Instant::now() + Duration::from_secs(120);
@@ -983,7 +990,7 @@ impl FarEnd {
                         Ok(n) => {
                             last = Instant::now();
                             match Planned::parse(&buf[..n]) {
-                                Some((p, replaced)) => got.push(Arrival {
+                                Some((p, replaced)) => got.lock().unwrap().push(Arrival {
                                     flow: p.flow,
                                     seq: p.seq,
                                     replaced,
@@ -1000,11 +1007,12 @@ impl FarEnd {
                         }
                     }
                 }
-                (got, foreign)
+                foreign
             })
             .expect("spawning a thread failed");
         FarEnd {
             arrived,
+            arrivals,
             stop,
             thread,
         }
@@ -1013,6 +1021,11 @@ impl FarEnd {
     /// Datagrams received so far.
     pub fn arrived(&self) -> u64 {
         self.arrived.load(Ordering::Acquire)
+    }
+
+    /// The oracle datagrams received so far, in arrival order.
+    pub fn snapshot(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
     }
 
     /// Waits until `n` datagrams arrived, or none came for `quiet`, or 30 s
@@ -1039,9 +1052,12 @@ impl FarEnd {
     /// number of datagrams that were not the oracle's.
     pub fn finish(self) -> (Vec<Arrival>, u64) {
         self.stop.store(true, Ordering::Release);
-        self.thread
+        let foreign = self
+            .thread
             .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let arrivals = std::mem::take(&mut *self.arrivals.lock().unwrap());
+        (arrivals, foreign)
     }
 }
 
@@ -1078,6 +1094,8 @@ pub struct Pacer {
     expected_total: u64,
     sent: u64,
     window: u64,
+    undecided: u64,
+    gap: Duration,
 }
 
 /// How long the sender waits without any progress before it gives up.
@@ -1094,12 +1112,32 @@ impl Pacer {
             expected_total: 0,
             sent: 0,
             window: WINDOW,
+            undecided: WINDOW,
+            gap: Duration::ZERO,
         }
+    }
+
+    /// Leaves at least `gap` between two sends, so that a reader finds the
+    /// packets one by one rather than in bursts.
+    pub fn with_gap(mut self, gap: Duration) -> Pacer {
+        self.gap = gap;
+        self
+    }
+
+    /// Lets the sender run up to `n` packets ahead (default [`WINDOW`]): for a
+    /// test in which a handler holds many back on purpose.
+    pub fn with_window(mut self, n: u64) -> Pacer {
+        self.window = n;
+        self.undecided = n;
+        self
     }
 
     /// Waits until `next` may be sent. False when nothing moved for 3 s (or 60
     /// s passed): the sender stops there.
     fn wait(&mut self, next: &Planned) -> bool {
+        if !self.gap.is_zero() {
+            thread::sleep(self.gap);
+        }
         let hard = Instant::now() + Duration::from_secs(60);
         let mut progress = (u64::MAX, u64::MAX);
         let mut since = Instant::now();
@@ -1111,7 +1149,7 @@ impl Pacer {
             } else {
                 0
             };
-            let decisions_ok = self.judge.is_none() || self.sent < decided + self.window;
+            let decisions_ok = self.judge.is_none() || self.sent < decided + self.undecided;
             if arrived >= owed && decisions_ok {
                 break;
             }
@@ -1229,26 +1267,18 @@ pub struct Observed {
     pub sent: usize,
 }
 
-/// Stops `far`, waiting for the packets `sent` should bring first (until none
-/// came for a second), then reads the mark counters of `rules`, the kernel's
-/// waiting count of `queues` (after giving them 2 s to drain) and the
-/// receiving socket's drops, all in the current thread's namespace.
-pub fn observe(far: FarEnd, rules: &Rules, queues: &[u16], sent: &[Planned]) -> Observed {
-    observe_with(far, rules, queues, sent, &Expectation::default())
+/// How many of `sent` must arrive, by `outcome`.
+pub fn due(sent: &[Planned], outcome: impl Fn(&Planned) -> Outcome) -> u64 {
+    sent.iter()
+        .filter(|p| matches!(outcome(p), Outcome::Pass { .. }))
+        .count() as u64
 }
 
-/// [`observe`] with the expectation that says which packets should arrive.
-pub fn observe_with(
-    far: FarEnd,
-    rules: &Rules,
-    queues: &[u16],
-    sent: &[Planned],
-    expect: &Expectation,
-) -> Observed {
-    let due = sent
-        .iter()
-        .filter(|p| matches!(p.outcome(expect), Outcome::Pass { .. }))
-        .count() as u64;
+/// Stops `far` once `due` datagrams arrived (or none came for a second), then
+/// reads the mark counters of `rules`, the kernel's waiting count of `queues`
+/// (after giving them 2 s to drain) and the receiving socket's drops, all in the
+/// current thread's namespace. `sent` is how many packets were sent.
+pub fn observe(far: FarEnd, rules: &Rules, queues: &[u16], sent: usize, due: u64) -> Observed {
     far.wait_for(due, Duration::from_secs(1));
     let waiting = wait_drained(queues);
     let (arrivals, foreign) = far.finish();
@@ -1258,7 +1288,7 @@ pub fn observe_with(
         marks: rules.mark_counts(),
         waiting,
         rcvbuf_errors: counters::snmp_counter("Udp", "RcvbufErrors"),
-        sent: sent.len(),
+        sent,
     }
 }
 
