@@ -213,12 +213,19 @@ pub fn isolated(test: &str, plan: &FaultPlan, body: impl FnOnce()) {
 fn child_notes(stdout: &str) -> String {
     stdout
         .lines()
+        .map(|l| match l.find(" ... ") {
+            // With --nocapture the first line printed follows libtest's
+            // "test NAME ... ", and its "ok" comes on a line of its own.
+            Some(at) if l.starts_with("test ") => &l[at + 5..],
+            _ => l,
+        })
         .filter(|l| {
-            !(l.starts_with("running ")
-                || l.starts_with("test ")
-                || l.starts_with("test result")
-                || l.trim().is_empty()
-                || l.trim() == DONE)
+            let l = l.trim();
+            !(l.is_empty()
+                || l == DONE
+                || l == "ok"
+                || l.starts_with("running ")
+                || l.starts_with("test result"))
         })
         .map(|l| format!("child: {l}\n"))
         .collect()

@@ -1223,7 +1223,28 @@ impl Sender {
     ///
     /// When a send fails.
     pub fn send(&self, packets: &[Planned], pacer: &mut Pacer) -> SendReport {
+        self.send_while(packets, pacer, || true)
+    }
+
+    /// Sends `packets` in order, each when `pacer` allows, while `keep_going`
+    /// says so.
+    ///
+    /// # Panics
+    ///
+    /// When a send fails.
+    pub fn send_while(
+        &self,
+        packets: &[Planned],
+        pacer: &mut Pacer,
+        keep_going: impl Fn() -> bool,
+    ) -> SendReport {
         for (n, p) in packets.iter().enumerate() {
+            if !keep_going() {
+                return SendReport {
+                    sent: n,
+                    stalled: false,
+                };
+            }
             if !pacer.wait(p) {
                 return SendReport {
                     sent: n,

@@ -26,6 +26,8 @@ pub struct Setup {
     /// decided again there.
     pub requeue: bool,
     pub on_panic_accepts: bool,
+    /// Bytes of each datagram.
+    pub datagram_len: usize,
 }
 
 impl Setup {
@@ -37,6 +39,7 @@ impl Setup {
             max_in_flight,
             requeue: false,
             on_panic_accepts: false,
+            datagram_len: oracle::DATAGRAM_LEN,
         }
     }
 
@@ -106,7 +109,7 @@ impl Setup {
         let pacer = Pacer::new(&far, Some(&judge), expect);
         Run {
             setup: *self,
-            sender: Sender::new(plan.flows(), dest),
+            sender: Sender::new(plan.flows(), dest).with_len(self.datagram_len),
             plan,
             judge,
             dispatcher,
@@ -139,18 +142,30 @@ impl Run {
         self.sender.send(packets, &mut self.pacer)
     }
 
+    /// Sends the whole plan, paced.
+    pub fn send_all(&mut self) -> SendReport {
+        let packets = self.plan.packets().to_vec();
+        self.send(&packets)
+    }
+
     /// Sends the whole plan, waits for the far end, stops the dispatcher and
     /// checks: the far end against the plan, `join` within 2 s and without error,
     /// no queue left.
     pub fn finish_all(mut self) -> Result<String, String> {
-        let packets = self.plan.packets().to_vec();
-        let report = self.send(&packets);
-        self.finish(report.sent, report.stalled)
+        let report = self.send_all();
+        self.finish(report, None, &mut || {}).map(|f| f.line)
     }
 
-    /// Checks the far end for the first `sent` packets of the plan (see
-    /// [`finish_all`](Self::finish_all)).
-    pub fn finish(self, sent: usize, stalled: bool) -> Result<String, String> {
+    /// Checks the far end for the packets of the plan that `report` says were
+    /// sent, by `outcome` (else each packet's planned outcome); calls
+    /// `before_stop` once the far end has what it is due and before the
+    /// dispatcher is stopped. See [`finish_all`](Self::finish_all).
+    pub fn finish(
+        self,
+        report: SendReport,
+        outcome: Option<&dyn Fn(&Planned) -> Outcome>,
+        before_stop: &mut dyn FnMut(),
+    ) -> Result<Finished, String> {
         let Run {
             setup,
             plan,
@@ -161,10 +176,14 @@ impl Run {
             expect,
             ..
         } = self;
+        let (sent, stalled) = (report.sent, report.stalled);
+        let planned = |p: &Planned| p.outcome(&expect);
+        let outcome: &dyn Fn(&Planned) -> Outcome = outcome.unwrap_or(&planned);
         let queues = setup.queue_nums();
         let sent_packets = &plan.packets()[..sent];
-        let due = oracle::due(sent_packets, |p| p.outcome(&expect));
+        let due = oracle::due(sent_packets, outcome);
         let observed = oracle::observe(far, &rules, &queues, sent, due);
+        before_stop();
         let started = Instant::now();
         let joined = dispatcher.stop_and_join();
         let took = started.elapsed();
@@ -185,7 +204,7 @@ impl Run {
         if took > Duration::from_secs(2) {
             problems.push(format!("stop_and_join took {took:?}"));
         }
-        let result = oracle::check(sent_packets, |p| p.outcome(&expect), expect, &observed);
+        let result = oracle::check(sent_packets, outcome, expect, &observed);
         let summary = match result {
             Ok(s) => s,
             Err(diff) => {
@@ -218,7 +237,7 @@ impl Run {
                 }
             }
         }
-        let head = format!(
+        let line = format!(
             "{setup:?}: {}; {sent} sent, {} arrived, {} blocked; join {took:?}; {}",
             plan.summary(),
             summary.arrived,
@@ -226,11 +245,19 @@ impl Run {
             stats.map(brief).unwrap_or_default()
         );
         if problems.is_empty() {
-            Ok(head)
+            Ok(Finished { line, stats })
         } else {
-            Err(format!("{head}\n{}", problems.join("\n")))
+            Err(format!("{line}\n{}", problems.join("\n")))
         }
     }
+}
+
+/// A run that passed.
+pub struct Finished {
+    /// What it did, in a line.
+    pub line: String,
+    /// The dispatcher's counters at join.
+    pub stats: Option<DispatchStats>,
 }
 
 /// Waits (at most 2 s) for a queue to be released.
