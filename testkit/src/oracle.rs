@@ -1446,7 +1446,24 @@ pub fn check(
             mark_lines.push(format!("{name}: counted {got}, the arrivals carry {want}"));
         }
     }
-    section("mark counts differ", &mark_lines);
+    let unaccounted = observed
+        .arrivals
+        .iter()
+        .filter(|a| {
+            by_key
+                .get(&(a.flow, a.seq))
+                .map_or(true, |p| outcome(p) == Outcome::Blocked)
+        })
+        .count();
+    let title = if unaccounted > 0 && !mark_lines.is_empty() {
+        format!(
+            "mark counts differ (the {unaccounted} arrivals that should not have arrived count \
+             under the marks they had)"
+        )
+    } else {
+        "mark counts differ".to_string()
+    };
+    section(&title, &mark_lines);
     if !observed.waiting.is_empty() {
         problems.push(format!(
             "packets still waiting for a verdict (queue, count): {:?}",
