@@ -251,8 +251,8 @@ fn rebind(a_fate: Fate, b_fate: Fate, late: impl FnOnce(Kept, &Queue)) {
     let a_id = packet.id();
     let a_decision = judge.decide(packet.queue(), packet.id(), packet.payload());
     let kept = Kept {
+        key: by_id::key(&packet),
         owned: Some(packet.into_owned()),
-        key: (0, a_id),
         verdict: oracle_verdict(a_decision),
     };
     queue.unbind(0).unwrap();
