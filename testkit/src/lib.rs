@@ -43,10 +43,14 @@ pub mod alloc;
 pub mod caps;
 pub mod cmd;
 pub mod counters;
+pub mod fault;
+pub mod kernel_model;
 pub mod netns;
+pub mod oracle;
 pub mod rules;
 pub mod topology;
 pub mod traffic;
+pub mod userns;
 
 pub use caps::without_capabilities;
 pub use cmd::{ip, ip6tables, iptables};

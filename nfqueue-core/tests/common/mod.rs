@@ -93,3 +93,64 @@ pub fn loopback(v6: bool) -> IpAddr {
         IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     }
 }
+
+/// The handle's verdict for an oracle decision: the one place that maps the
+/// oracle's crate-neutral decisions to this crate's verdicts.
+pub fn oracle_verdict(
+    decision: nfqueue_testkit::oracle::Decision,
+) -> nfqueue_core::Verdict<'static> {
+    use nfqueue_core::Verdict;
+    use nfqueue_testkit::oracle::Decision;
+    match decision {
+        Decision::Accept { mark: None } => Verdict::accept(),
+        Decision::Accept { mark: Some(m) } => Verdict::accept().with_mark(m),
+        Decision::Drop => Verdict::drop(),
+        Decision::Repeat { mark } => Verdict::repeat().with_mark(mark),
+        Decision::Queue { num, bypass } => Verdict::queue(num, bypass),
+        Decision::Replace { packet } => Verdict::accept().with_payload(packet),
+    }
+}
+
+/// Verdicts by id, in one place: what names a packet for a verdict given by
+/// id rather than through its holder, and the calls that take it.
+pub mod by_id {
+    use nfqueue_core::{PacketView, Result, Verdict, VerdictBatch, VerdictHandle, VerdictKind};
+
+    /// What names a packet for a verdict by id.
+    pub type Key = (u16, u32);
+
+    /// The key of a received packet.
+    pub fn key(view: &PacketView<'_>) -> Key {
+        (view.queue(), view.id())
+    }
+
+    /// The queue number in a key.
+    pub fn queue(key: &Key) -> u16 {
+        key.0
+    }
+
+    /// The packet id in a key.
+    pub fn id(key: &Key) -> u32 {
+        key.1
+    }
+
+    /// Gives the packet of `key` its verdict through `handle`.
+    pub fn verdict(handle: &VerdictHandle, key: Key, verdict: &Verdict<'_>) -> Result<()> {
+        handle.verdict(key.0, key.1, verdict)
+    }
+
+    /// Adds a verdict for the packet of `key` to `batch`.
+    pub fn push(batch: &mut VerdictBatch, key: Key, verdict: Verdict<'_>) -> Result<()> {
+        batch.push(key.0, key.1, verdict)
+    }
+
+    /// Adds a batch verdict for every waiting packet of `key`'s queue up to it.
+    pub fn push_up_to(
+        batch: &mut VerdictBatch,
+        key: Key,
+        kind: VerdictKind,
+        mark: Option<u32>,
+    ) -> Result<()> {
+        batch.push_up_to(key.0, key.1, kind, mark)
+    }
+}

@@ -166,3 +166,30 @@ pub fn wait_for_verdicts(dispatcher: &nfqueue::Dispatcher, total: u64) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The dispatcher's verdict for an oracle decision: the one place that maps
+/// the oracle's crate-neutral decisions to this crate's verdicts.
+pub fn oracle_verdict(decision: nfqueue_testkit::oracle::Decision) -> nfqueue::Verdict<'static> {
+    use nfqueue::Verdict;
+    use nfqueue_testkit::oracle::Decision;
+    match decision {
+        Decision::Accept { mark: None } => Verdict::accept(),
+        Decision::Accept { mark: Some(m) } => Verdict::accept().with_mark(m),
+        Decision::Drop => Verdict::drop(),
+        Decision::Repeat { mark } => Verdict::repeat().with_mark(mark),
+        Decision::Queue { num, bypass } => Verdict::queue(num, bypass),
+        Decision::Replace { packet } => Verdict::accept().with_payload(packet),
+    }
+}
+
+/// A dispatcher handler that gives each packet what its content asks for,
+/// through `judge` (which records it and plays its fault).
+pub fn oracle_handler(
+    judge: nfqueue_testkit::oracle::Judge,
+) -> impl Fn(&PacketView<'_>) -> nfqueue::Verdict<'static> + Send + Sync + 'static {
+    move |packet: &PacketView<'_>| {
+        oracle_verdict(judge.decide(packet.queue(), packet.id(), packet.payload()))
+    }
+}
+
+pub mod oracle_run;
