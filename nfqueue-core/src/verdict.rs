@@ -56,6 +56,33 @@ impl VerdictKind {
             }
         }
     }
+
+    /// The verdict a 32-bit code names, as [`code`](Self::code) writes it
+    /// (for decoding captured verdict messages); `None` for a code the kernel
+    /// would refuse.
+    ///
+    /// ```
+    /// use nfqueue_core::VerdictKind;
+    ///
+    /// let kind = VerdictKind::Queue { num: 7, bypass: true };
+    /// assert_eq!(VerdictKind::from_code(kind.code()), Some(kind));
+    /// assert_eq!(VerdictKind::from_code(99), None);
+    /// ```
+    pub fn from_code(code: u32) -> Option<Self> {
+        let queue_flags = sys::NF_VERDICT_FLAG_QUEUE_BYPASS;
+        let number_mask = 0xffff << sys::NF_VERDICT_QBITS;
+        Some(match code & !(queue_flags | number_mask) {
+            sys::NF_ACCEPT if code == sys::NF_ACCEPT => VerdictKind::Accept,
+            sys::NF_DROP if code == sys::NF_DROP => VerdictKind::Drop,
+            sys::NF_REPEAT if code == sys::NF_REPEAT => VerdictKind::Repeat,
+            sys::NF_STOP if code == sys::NF_STOP => VerdictKind::AcceptFinal,
+            sys::NF_QUEUE => VerdictKind::Queue {
+                num: (code >> sys::NF_VERDICT_QBITS) as u16,
+                bypass: code & queue_flags != 0,
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// A verdict: what happens to the packet, and optionally a new mark and a new

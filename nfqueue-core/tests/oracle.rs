@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::by_id::{self, Key};
 use common::{bound_queue, enter_new_netns, next_packet, oracle_verdict};
+use nfqueue_core::PacketKey as Key;
 use nfqueue_core::{OwnedPacket, PendingVerdict, Queue, QueueConfig, Verdict, VerdictBatch};
 use nfqueue_testkit::oracle::{
     self, Expectation, FarEnd, Fate, Judge, Mix, Outcome, Pacer, Plan, Planned, Rng, Rules, Sender,
@@ -78,7 +78,7 @@ fn consume(mut queue: Queue, judge: &Judge, mode: Mode, stop: &AtomicBool, seed:
                     Mode::Deferred => held.push((Held::Pending(packet.defer()), verdict)),
                     Mode::ReverseById | Mode::Batch => {
                         let view = packet.detach();
-                        by_key.push((by_id::key(&view), verdict));
+                        by_key.push((view.key(), verdict));
                     }
                 }
                 false
@@ -96,7 +96,7 @@ fn consume(mut queue: Queue, judge: &Judge, mode: Mode, stop: &AtomicBool, seed:
                 Mode::Deferred => {}
                 Mode::ReverseById => {
                     for (key, verdict) in by_key.drain(..).rev() {
-                        by_id::verdict(&handle, key, &verdict).unwrap();
+                        handle.verdict(key, &verdict).unwrap();
                     }
                 }
                 Mode::Batch if !by_key.is_empty() => {
@@ -123,7 +123,7 @@ fn consume(mut queue: Queue, judge: &Judge, mode: Mode, stop: &AtomicBool, seed:
 /// waiting packet up to its id, so it comes only after every lower one of
 /// its queue was answered.
 fn coalesced(mut held: Vec<(Key, Verdict<'static>)>, rng: &mut Rng) -> VerdictBatch {
-    held.sort_by_key(|(k, _)| (by_id::queue(k), by_id::id(k)));
+    held.sort_by_key(|(k, _)| (k.queue(), k.id()));
     let same = |a: &Verdict<'_>, b: &Verdict<'_>| {
         a.payload().is_none()
             && b.payload().is_none()
@@ -132,9 +132,7 @@ fn coalesced(mut held: Vec<(Key, Verdict<'static>)>, rng: &mut Rng) -> VerdictBa
     let mut runs: Vec<Vec<(Key, Verdict<'static>)>> = Vec::new();
     for (key, verdict) in held {
         match runs.last_mut() {
-            Some(run)
-                if by_id::queue(&run[0].0) == by_id::queue(&key) && same(&run[0].1, &verdict) =>
-            {
+            Some(run) if run[0].0.queue() == key.queue() && same(&run[0].1, &verdict) => {
                 run.push((key, verdict))
             }
             _ => runs.push(vec![(key, verdict)]),
@@ -147,15 +145,17 @@ fn coalesced(mut held: Vec<(Key, Verdict<'static>)>, rng: &mut Rng) -> VerdictBa
     rng.shuffle(&mut early);
     for mut run in early {
         let (key, verdict) = run.pop().unwrap();
-        by_id::push(&mut batch, key, verdict).unwrap();
+        batch.push(key, verdict).unwrap();
     }
     for run in in_order.drain(..) {
         if run.len() == 1 {
             let (key, verdict) = run.into_iter().next().unwrap();
-            by_id::push(&mut batch, key, verdict).unwrap();
+            batch.push(key, verdict).unwrap();
         } else {
             let (key, verdict) = run.last().unwrap();
-            by_id::push_up_to(&mut batch, *key, verdict.kind(), verdict.mark()).unwrap();
+            batch
+                .push_up_to(*key, verdict.kind(), verdict.mark())
+                .unwrap();
         }
     }
     batch
@@ -251,7 +251,7 @@ fn rebind(a_fate: Fate, b_fate: Fate, late: impl FnOnce(Kept, &Queue)) {
     let a_id = packet.id();
     let a_decision = judge.decide(packet.queue(), packet.id(), packet.payload());
     let kept = Kept {
-        key: by_id::key(&packet),
+        key: packet.key(),
         owned: Some(packet.into_owned()),
         verdict: oracle_verdict(a_decision),
     };
@@ -349,7 +349,7 @@ fn rebind_a_late_verdict_by_id_does_not_settle_the_new_packet() {
     rebind(Fate::Accept, Fate::Drop, |kept, queue| {
         // The holder gives up its right; the verdict goes by id, late.
         kept.owned.unwrap().into_pending().forget();
-        let _ = by_id::verdict(&queue.verdict_handle(), kept.key, &kept.verdict);
+        let _ = queue.verdict_handle().verdict(kept.key, &kept.verdict);
     });
 }
 

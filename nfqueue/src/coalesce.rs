@@ -323,4 +323,75 @@ mod tests {
             "u32::MAX still waits; 0 is held behind it"
         );
     }
+
+    /// The coalescer's bytes against a model of the kernel's queue (testkit's
+    /// `kernel_model`): random verdicts, random completion orders, ids that
+    /// wrap, flushes at random points; decoded and applied as
+    /// `nfqnl_recv_verdict` and `nfqnl_recv_verdict_batch` apply them, every
+    /// packet must end with the verdict its handler gave, once.
+    mod against_the_kernel_model {
+        use super::*;
+        use nfqueue_core::VerdictKind;
+        use nfqueue_testkit::kernel_model::{run_scenario, Fate, Scenario, VerdictWriter};
+        use std::collections::BTreeMap;
+
+        /// One coalescer per queue, as each receive thread has.
+        #[derive(Default)]
+        struct Writer {
+            queues: BTreeMap<u16, Coalescer>,
+            batches: bool,
+        }
+
+        impl VerdictWriter for Writer {
+            fn dispatched(&mut self, queue: u16, id: u32) {
+                let batches = self.batches;
+                self.queues
+                    .entry(queue)
+                    .or_insert_with(|| {
+                        let mut c = Coalescer::new(Binding::detached(queue), 0);
+                        if !batches {
+                            c.stop_batching();
+                        }
+                        c
+                    })
+                    .dispatched(id);
+            }
+
+            fn completed(&mut self, queue: u16, id: u32, fate: &Fate) {
+                let kind = VerdictKind::from_code(fate.verdict).expect("a valid code");
+                let mut verdict = Verdict::new(kind);
+                if let Some(mark) = fate.mark {
+                    verdict = verdict.with_mark(mark);
+                }
+                if let Some(payload) = &fate.payload {
+                    verdict = verdict.with_payload(payload.clone());
+                }
+                let coalescer = self.queues.get_mut(&queue).expect("dispatched first");
+                assert!(coalescer.complete(id, verdict), "{id} waited");
+            }
+
+            fn flush(&mut self, idle: bool) -> Vec<u8> {
+                let mut batch = VerdictBatch::new();
+                for coalescer in self.queues.values_mut() {
+                    coalescer.flush(&mut batch, idle);
+                }
+                batch.to_bytes()
+            }
+        }
+
+        #[test]
+        fn every_packet_gets_its_handlers_verdict_once() {
+            for batches in [true, false] {
+                for seed in 0..500 {
+                    let scenario = Scenario::random(seed, 120);
+                    let mut writer = Writer {
+                        batches,
+                        ..Writer::default()
+                    };
+                    run_scenario(&scenario, &mut writer)
+                        .unwrap_or_else(|diff| panic!("seed {seed}, batches {batches}: {diff}"));
+                }
+            }
+        }
+    }
 }
