@@ -3,9 +3,12 @@ settings land."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import netns
+import userns
 from netns import Router
 
 # The programs the tests may start: those `cargo xtask prereqs` installs
@@ -37,3 +40,14 @@ def test_the_router_needs_only_ip_and_forwards_in_its_own_namespace(
     finally:
         topo.close()
 
+
+def test_the_payload_probe_comes_to_an_answer() -> None:
+    started = time.monotonic()
+    arrives = userns.payload_verdict_arrives()
+    if userns.in_initial_user_namespace():
+        assert arrives, "a payload verdict from the initial user namespace was dropped"
+        assert time.monotonic() - started < 2, "no wait when the packets arrive"
+        assert userns.payload_verdicts_dropped() is None
+    else:
+        # Either answer is the kernel's; the cached one agrees with it.
+        assert (userns.payload_verdicts_dropped() is not None) == (not arrives)
