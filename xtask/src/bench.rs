@@ -22,7 +22,7 @@ use crate::bench_latency::{self as latency, LatencyPoint};
 use crate::bench_measure::{self as measure, Measured, Sample};
 use crate::bench_report as report;
 use crate::bench_svg as svg;
-use crate::cmd::{self, find_program, ChildGuard, Result};
+use crate::cmd::{self, ChildGuard, Result};
 use crate::python;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -601,29 +601,9 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
 }
 
 /// The tools the benchmark runs, beyond `cargo xtask prereqs`: installed with
-/// apt-get as root on Debian, else named.
+/// apt-get as root on Debian, else named (`cargo xtask prereqs --bench`).
 fn ensure_tools(callgrind: bool) -> Result<()> {
-    let mut tools = vec![("iperf3", "iperf3"), ("taskset", "util-linux")];
-    if callgrind {
-        tools.push(("valgrind", "valgrind"));
-    }
-    let missing: Vec<_> = tools
-        .iter()
-        .filter(|(program, _)| find_program(program).is_none())
-        .map(|&(_, package)| package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: missing {}", missing.join(" "));
-    if find_program("apt-get").is_none() {
-        return Err(format!(
-            "bench: install these packages (Debian names): {}",
-            missing.join(" ")
-        )
-        .into());
-    }
-    crate::prereqs::apt_install(&missing)
+    crate::prereqs::run_bench(callgrind)
 }
 
 /// Compiles the C programs of `bench/` into `bin`.

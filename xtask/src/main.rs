@@ -28,8 +28,9 @@ use std::process::ExitCode;
 const COMMANDS: &[(&str, &str)] = &[
     (
         "prereqs",
-        "  prereqs [-v]                 check (and as root on Debian, install) system packages;
-                               one line when all are there, -v lists each
+        "  prereqs [-v] [--bench]       check (and as root on Debian, install) system packages;
+                               one line when all are there, -v lists each with who uses
+                               it; --bench adds what `bench` needs
 ",
     ),
     (
