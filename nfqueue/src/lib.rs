@@ -48,7 +48,10 @@
 //! Nothing lets a packet through that the handler or the builder did not
 //! choose: a handler that panics gives its packet the
 //! [`on_panic`](DispatcherBuilder::on_panic) verdict (drop unless changed); a
-//! verdict with a payload the kernel cannot take drops the packet; a queue that
+//! verdict with a payload the kernel cannot take drops the packet (and so,
+//! without an error, does a payload verdict from a non-initial user namespace
+//! on some kernels: see
+//! [`Verdict::with_payload`](nfqueue_core::Verdict::with_payload)); a queue that
 //! fails stops the dispatcher, after its packets got their verdicts where the
 //! socket still takes them (the kernel drops the rest when it closes). The
 //! queue's [unanswered verdict](nfqueue_core::QueueConfig::unanswered) (drop
