@@ -75,7 +75,7 @@ use options::Options;
 use scenario::{Traffic, LATENCY_LOADS, SCENARIOS};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use xtask_support::cmd::{self, find_program, ChildGuard, Result};
+use xtask_support::cmd::{self, ChildGuard, Result};
 
 pub use options::USAGE;
 
@@ -97,15 +97,16 @@ fn out_dir() -> PathBuf {
         .join("bench")
 }
 
-/// `cargo xtask bench ARGS`: checks the tools, builds the consumers, and runs
-/// the program that called it again as [`INNER`] in a throwaway namespace;
-/// returns the exit code to pass on.
+/// `cargo xtask bench ARGS`: checks the tools with `ensure_tools(callgrind)`
+/// (xtask's prerequisites check, which installs what is missing as root on
+/// Debian), builds the consumers, and runs the program that called it again
+/// as [`INNER`] in a throwaway namespace; returns the exit code to pass on.
 ///
 /// # Errors
 ///
 /// Bad arguments, not root, a missing tool, a failed build, or a run over its
 /// time limit.
-pub fn run(args: &[String]) -> Result<u8> {
+pub fn run(args: &[String], ensure_tools: impl FnOnce(bool) -> Result<()>) -> Result<u8> {
     let opts = Options::parse(args)?;
     if !cmd::is_root() {
         return Err(
@@ -231,32 +232,6 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
         }
     });
     Duration::from_secs_f64(secs)
-}
-
-/// The tools the benchmark runs, beyond `cargo xtask prereqs`: installed with
-/// apt-get as root on Debian, else named.
-fn ensure_tools(callgrind: bool) -> Result<()> {
-    let mut tools = vec![("iperf3", "iperf3"), ("taskset", "util-linux")];
-    if callgrind {
-        tools.push(("valgrind", "valgrind"));
-    }
-    let missing: Vec<_> = tools
-        .iter()
-        .filter(|(program, _)| find_program(program).is_none())
-        .map(|&(_, package)| package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: missing {}", missing.join(" "));
-    if find_program("apt-get").is_none() {
-        return Err(format!(
-            "bench: install these packages (Debian names): {}",
-            missing.join(" ")
-        )
-        .into());
-    }
-    cmd::apt_install(&missing)
 }
 
 /// Inside the namespace ([`INNER`] `OUT_DIR ARGS`): set up, measure every

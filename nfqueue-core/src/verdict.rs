@@ -152,6 +152,16 @@ impl<'p> Verdict<'p> {
     /// The kernel checks little: a payload too short for the packet's own
     /// headers is taken without complaint, and the packet vanishes (dropped, and
     /// counted nowhere). [`net::mangle`](crate::net::mangle) keeps rewrites whole.
+    ///
+    /// In a user namespace, some kernels drop the packet: seen with a 6.18
+    /// build, a verdict that carries a payload, sent from a non-initial user
+    /// namespace (a rootless container, `unshare --user --map-root-user
+    /// --net`), is taken without error, the queue empties, and the packet
+    /// never leaves. Verdicts without a payload are not affected, nor is root
+    /// in the initial user namespace (also in a network namespace of its own).
+    /// Nothing reports it, so try it once on the kernel you deploy on. A
+    /// program can tell where it runs: in the initial user namespace, and only
+    /// there, `/proc/self/uid_map` reads `0 0 4294967295`.
     pub fn with_payload(mut self, payload: impl Into<Cow<'p, [u8]>>) -> Self {
         self.payload = Some(payload.into());
         self

@@ -287,7 +287,9 @@ impl Packet {
 
     /// Replaces the packet with `payload` in the verdict. An empty payload or
     /// one over 65531 bytes is a ValueError: the kernel would drop the packet
-    /// silently, or cannot carry it.
+    /// silently, or cannot carry it. In a non-initial user namespace (a
+    /// rootless container) some kernels drop a packet given a payload, with no
+    /// error: see the crate README's Limitations.
     fn set_payload(&self, payload: Bound<'_, PyBytes>) -> PyResult<()> {
         let len = payload.as_bytes().len();
         if len == 0 {

@@ -98,6 +98,13 @@ class Netns:
             )
         return done.stdout
 
+    def write(self, path: str, value: str) -> None:
+        """Writes a file of /proc/sys/net in here: it shows the namespace of the
+        thread that opens it (so no sysctl program is needed)."""
+        with self.entered():
+            with open(path, "w") as fp:
+                fp.write(value)
+
     def udp_socket(self, addr: str, port: int = 0, family: int = socket.AF_INET) -> socket.socket:
         """A UDP socket of this namespace, bound to addr:port, with a timeout."""
         with self.entered():
@@ -144,8 +151,8 @@ class Router:
             for peer, here, there in ((self.a, A, RA), (self.b, B, RB)):
                 peer.run("ip", "route", "add", "default", "via", there.ipv4)
                 peer.run("ip", "-6", "route", "add", "default", "via", there.ipv6)
-            self.r.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-            self.r.run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+            self.r.write("/proc/sys/net/ipv4/ip_forward", "1")
+            self.r.write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
             self._wait_ready()
         except BaseException:
             self.close()

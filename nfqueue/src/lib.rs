@@ -58,15 +58,17 @@
 //! choose: a handler that panics gives its packet the
 //! [`on_panic`](DispatcherBuilder::on_panic) verdict (drop unless changed),
 //! also when the panic's payload panics again as it is dropped; a verdict with
-//! a payload the kernel cannot take drops the packet; a packet whose message
-//! cannot be parsed is dropped; a queue that fails stops the dispatcher, after
-//! its packets got their verdicts where the socket still takes them (the
-//! kernel drops the rest when it closes). Verdicts whose send failed go out
-//! again in their order, and nothing behind them overtakes them. The queue's
-//! [unanswered verdict](nfqueue_core::QueueConfig::unanswered) (drop unless
-//! changed) only answers packets read while stopping. A build that fails, or
-//! whose handler factory panics, unbinds its queues and joins its threads
-//! before it returns.
+//! a payload the kernel cannot take drops the packet (and so, without an
+//! error, does a payload verdict from a non-initial user namespace on some
+//! kernels: see [`Verdict::with_payload`](nfqueue_core::Verdict::with_payload));
+//! a packet whose message cannot be parsed is dropped; a queue that fails
+//! stops the dispatcher, after its packets got their verdicts where the socket
+//! still takes them (the kernel drops the rest when it closes). Verdicts whose
+//! send failed go out again in their order, and nothing behind them overtakes
+//! them. The queue's [unanswered verdict](nfqueue_core::QueueConfig::unanswered)
+//! (drop unless changed) only answers packets read while stopping. A build
+//! that fails, or whose handler factory panics, unbinds its queues and joins
+//! its threads before it returns.
 //!
 //! # Verdict coalescing
 //! A receive thread reads up to 16 datagrams per `recvmmsg` and keeps the

@@ -11,7 +11,7 @@ mod common;
 
 use common::oracle_run::{brief, outcome_from_records, Setup};
 use nfqueue_testkit::oracle::{self, Fault, Mix, Outcome, Plan, Planned};
-use nfqueue_testkit::{userns, Netns};
+use nfqueue_testkit::{skip, Netns};
 use std::collections::{BTreeSet, HashMap};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -384,7 +384,7 @@ fn oracle_stop_in_the_middle_of_a_flood() {
 /// packet whose verdict carries a payload when it comes from a user namespace.
 #[test]
 fn oracle_payload_verdicts_arrive_replaced() {
-    if userns::skip_outside_initial_user_ns("payload verdicts") {
+    if skip::payload_verdicts_dropped() {
         return;
     }
     let mut failures = Vec::new();

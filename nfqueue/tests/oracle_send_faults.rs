@@ -15,7 +15,7 @@ use nfqueue::Error;
 use nfqueue_testkit::fault::{self, FaultPlan};
 use nfqueue_testkit::kernel_model::KernelQueues;
 use nfqueue_testkit::oracle::{self, Fate, Fault, Mix, Outcome, Plan, Planned};
-use nfqueue_testkit::{counters, userns, Netns};
+use nfqueue_testkit::{counters, skip, Netns};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -233,7 +233,7 @@ fn enobufs_for_good_join_returns_soon_after_a_stop() {
 /// verdict of the datagram still goes out.
 #[test]
 fn emsgsize_turns_payload_verdicts_into_drops() {
-    if userns::skip_outside_initial_user_ns("payload verdicts") {
+    if skip::payload_verdicts_dropped() {
         return;
     }
     let plan = FaultPlan::emsgsize_from(1000);

@@ -14,6 +14,11 @@
 //! [`traffic::set_big_sndbuf`] falls back to `SO_SNDBUF`, capped by
 //! `net.core.wmem_max`.
 //!
+//! A test that cannot run where it is says so with a `SKIPPED` line rather than
+//! pass in silence ([`skip`]): a test that replaces payloads, where the kernel
+//! drops a packet whose verdict carries a payload in a non-initial user
+//! namespace ([`userns`]).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use nfqueue_testkit::{counters, iptables, traffic, Netns};
@@ -48,6 +53,7 @@ pub mod kernel_model;
 pub mod netns;
 pub mod oracle;
 pub mod rules;
+pub mod skip;
 pub mod topology;
 pub mod traffic;
 pub mod userns;

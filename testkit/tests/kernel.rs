@@ -369,3 +369,28 @@ fn big_send_buffer() {
     eprintln!("send buffer: {size} bytes");
     assert!(size >= 200_000, "{size}");
 }
+
+#[test]
+fn the_payload_probe_comes_to_an_answer_and_a_payload_verdict_arrives_as_root() {
+    let started = std::time::Instant::now();
+    let arrives = nfqueue_testkit::userns::payload_verdict_arrives()
+        .unwrap_or_else(|why| panic!("the probe could not tell: {why}"));
+    if nfqueue_testkit::userns::in_initial_user_namespace() {
+        assert!(
+            arrives,
+            "a payload verdict from the initial user namespace was dropped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no wait when the packets arrive: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(nfqueue_testkit::userns::payload_verdicts_dropped(), None);
+    } else {
+        // Either answer is the kernel's; the cached one agrees with it.
+        assert_eq!(
+            nfqueue_testkit::userns::payload_verdicts_dropped().is_some(),
+            !arrives
+        );
+    }
+}

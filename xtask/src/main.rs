@@ -22,8 +22,9 @@ use xtask_support::cmd;
 const COMMANDS: &[(&str, &str)] = &[
     (
         "prereqs",
-        "  prereqs [-v]                 check (and as root on Debian, install) system packages;
-                               one line when all are there, -v lists each
+        "  prereqs [-v] [--bench]       check (and as root on Debian, install) system packages;
+                               one line when all are there, -v lists each with who uses
+                               it; --bench adds what `bench` needs
 ",
     ),
     (
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
         "asan" => prereqs::run().and_then(|()| asan::run(rest)),
         // Internal: the part of the demo that runs inside the namespace.
         demo::INNER => demo::inner(rest),
-        "bench" => prereqs::run().and_then(|()| bench::run(rest)),
+        "bench" => prereqs::run().and_then(|()| bench::run(rest, prereqs::run_bench)),
         "bindings" => prereqs::run().and_then(|()| bindings::run(rest)),
         "package" => prereqs::run().and_then(|()| package::run(rest)),
         bench::INNER => bench::inner(rest),

@@ -1,14 +1,22 @@
 //! `cargo xtask prereqs`: check the system tools and libraries the workspace needs,
 //! and install the missing ones on Debian/Ubuntu when running as root.
+//!
+//! Every program a test, the demo, the soak or the benchmark starts is checked
+//! here, with the package that has it and who uses it, or is not needed: the
+//! tests write `/proc/sys` themselves rather than run `sysctl` (procps), and
+//! the demo pings only when `ping` is there. Programs of the Essential set
+//! (`sh`, `readlink`, `echo`) are on every Debian.
 
 use crate::cmd::{apt_install, find_program, is_root, Result};
 use std::path::Path;
 use std::process::Command;
 
-/// One prerequisite: what is checked, how, and the Debian package that provides it.
+/// One prerequisite: what is checked, how, the Debian package that provides
+/// it, and who needs it (prereqs prints that, so that no package is a mystery).
 struct Check {
     what: &'static str,
     package: &'static str,
+    used_by: &'static str,
     probe: fn() -> Option<String>,
 }
 
@@ -66,76 +74,137 @@ fn libclang() -> Option<String> {
     })
 }
 
+/// modprobe, where the kernel loads modules: it runs `/sbin/modprobe` itself
+/// when a rule first uses a match or target built as a module (a fresh
+/// Debian minbase has no kmod, and the rule then fails).
+fn modprobe() -> Option<String> {
+    if !Path::new("/proc/modules").exists() {
+        return Some("not needed: this kernel has no loadable modules".into());
+    }
+    programs(&["modprobe"])
+}
+
+/// What building, the tests, the demo and the soak need; every command
+/// checks these first.
 const CHECKS: &[Check] = &[
     Check {
         what: "pkg-config",
         package: "pkg-config",
+        used_by: "nfqueue-sys's build, to find the C libraries",
         probe: || programs(&["pkg-config"]),
     },
     Check {
         what: "libnetfilter_queue (pkg-config)",
         package: "libnetfilter-queue-dev",
+        used_by: "nfqueue-sys's build; bench's C consumers",
         probe: || pkg_config("libnetfilter_queue"),
     },
     Check {
         what: "libmnl (pkg-config)",
         package: "libmnl-dev",
+        used_by: "nfqueue-sys's build; bench's C consumers",
         probe: || pkg_config("libmnl"),
     },
     Check {
         what: "libclang (for bindgen)",
         package: "libclang-dev",
+        used_by: "nfqueue-sys's build (bindgen), unless the feature pregenerated-bindings is on",
         probe: libclang,
     },
     Check {
-        what: "C compiler",
+        what: "C compiler (cc)",
         package: "gcc",
+        used_by: "every build (the linker); bench, for its C consumers",
         probe: || programs(&["cc"]).or_else(|| programs(&["gcc"])),
     },
     Check {
         what: "iptables, ip6tables",
         package: "iptables",
+        used_by: "the kernel tests, the Python tests, demo, soak and bench (NFQUEUE rules)",
         probe: || programs(&["iptables", "ip6tables"]),
     },
     Check {
         what: "ip",
         package: "iproute2",
+        used_by: "the kernel tests and the Python tests (links, addresses, routes); demo, \
+                  soak and bench (lo up)",
         probe: || programs(&["ip"]),
+    },
+    Check {
+        what: "modprobe",
+        package: "kmod",
+        used_by: "the kernel, which runs it to load the iptables and NFQUEUE modules a rule \
+                  first uses; test-netns, before its user-namespace pass",
+        probe: modprobe,
+    },
+    Check {
+        what: "unshare, nsenter, setpriv",
+        package: "util-linux",
+        used_by: "test-netns (unshare; setpriv for its pass as nobody), demo, soak and \
+                  bench (unshare); the test kit's tests (nsenter)",
+        probe: || programs(&["unshare", "nsenter", "setpriv"]),
     },
     Check {
         what: "python3 -m venv (with pip)",
         package: "python3-venv",
+        used_by: "the Python tests (their venv) and bench's Python consumers",
         probe: || python3_can("import ensurepip, venv"),
+    },
+];
+
+/// What `cargo xtask bench` needs beyond [`CHECKS`]; it checks these itself,
+/// and `cargo xtask prereqs --bench` does too.
+const BENCH: &[Check] = &[
+    Check {
+        what: "iperf3",
+        package: "iperf3",
+        used_by: "bench (its TCP scenarios)",
+        probe: || programs(&["iperf3"]),
+    },
+    Check {
+        what: "taskset",
+        package: "util-linux",
+        used_by: "bench (it pins senders and consumers to CPUs)",
+        probe: || programs(&["taskset"]),
     },
     Check {
         what: "Python headers (python3-config)",
         package: "python3-dev",
+        used_by: "bench (pip builds the reference NetfilterQueue 1.1.0 from source)",
         probe: || {
             let config = Path::new("/usr/bin/python3-config");
             config.exists().then(|| config.display().to_string())
         },
     },
-    Check {
-        what: "unshare, nsenter, setpriv",
-        package: "util-linux",
-        probe: || programs(&["unshare", "nsenter", "setpriv"]),
-    },
 ];
 
-/// Runs every check once and returns the packages still missing. It prints a
-/// line for each check that failed (for every check when `verbose`), and one
-/// line in all when nothing is missing.
-fn check_all(verbose: bool) -> Vec<&'static str> {
+/// What `cargo xtask bench --callgrind` needs beyond [`BENCH`].
+const CALLGRIND: &[Check] = &[Check {
+    what: "valgrind",
+    package: "valgrind",
+    used_by: "bench --callgrind",
+    probe: || programs(&["valgrind"]),
+}];
+
+/// Runs every check of `groups` once and returns the packages still
+/// missing. It prints a line for each check that failed (for every check when
+/// `verbose`), naming the package and who needs it, and one line in all when
+/// nothing is missing.
+fn check_all(groups: &[&[Check]], verbose: bool) -> Vec<&'static str> {
     let mut missing = Vec::new();
-    for check in CHECKS {
+    let checks = || groups.iter().flat_map(|g| g.iter());
+    for check in checks() {
+        let line = |status: &str| {
+            format!(
+                "prereqs: {status:<7} {}: {}, used by {}",
+                check.package, check.what, check.used_by
+            )
+        };
         match (check.probe)() {
-            Some(found) if verbose => eprintln!("prereqs: {:<32} ok ({found})", check.what),
+            Some(found) if verbose => eprintln!("{} ({found})", line("ok")),
             Some(_) => {}
             None => {
-                eprintln!(
-                    "prereqs: {:<32} MISSING (package {})",
-                    check.what, check.package
-                );
+                eprintln!("{}", line("MISSING"));
                 // pkg-config missing also fails the library probes: install it once.
                 if !missing.contains(&check.package) {
                     missing.push(check.package);
@@ -144,30 +213,48 @@ fn check_all(verbose: bool) -> Vec<&'static str> {
         }
     }
     if missing.is_empty() {
-        eprintln!("prereqs: all {} present", CHECKS.len());
+        eprintln!("prereqs: all {} present", checks().count());
     }
     missing
 }
 
-/// `cargo xtask prereqs [-v]`.
+/// `cargo xtask prereqs [-v] [--bench]`.
 pub fn main(args: &[String]) -> Result<u8> {
-    let verbose = match args {
-        [] => false,
-        [flag] if flag == "-v" || flag == "--verbose" => true,
-        _ => return Err("usage: cargo xtask prereqs [-v]".into()),
+    let (mut verbose, mut bench) = (false, false);
+    for arg in args {
+        match arg.as_str() {
+            "-v" | "--verbose" => verbose = true,
+            "--bench" => bench = true,
+            _ => return Err("usage: cargo xtask prereqs [-v] [--bench]".into()),
+        }
+    }
+    let groups: &[&[Check]] = if bench {
+        &[CHECKS, BENCH, CALLGRIND]
+    } else {
+        &[CHECKS]
     };
-    check(verbose).map(|()| 0)
+    check(groups, verbose).map(|()| 0)
 }
 
 /// Checks prerequisites quietly (one line when all are present),
 /// installing what is missing with apt-get when root on Debian.
 pub fn run() -> Result<()> {
-    check(false)
+    check(&[CHECKS], false)
+}
+
+/// Checks what `cargo xtask bench` needs beyond [`run`] (with `callgrind`,
+/// valgrind too), installing what is missing as [`run`] does.
+pub fn run_bench(callgrind: bool) -> Result<()> {
+    if callgrind {
+        check(&[BENCH, CALLGRIND], false)
+    } else {
+        check(&[BENCH], false)
+    }
 }
 
 /// Checks prerequisites, installing what is missing with apt-get when root on Debian.
-fn check(verbose: bool) -> Result<()> {
-    let missing = check_all(verbose);
+fn check(groups: &[&[Check]], verbose: bool) -> Result<()> {
+    let missing = check_all(groups, verbose);
     if missing.is_empty() {
         return Ok(());
     }
@@ -185,7 +272,7 @@ fn check(verbose: bool) -> Result<()> {
         .into());
     }
     apt_install(&missing)?;
-    let still = check_all(verbose);
+    let still = check_all(groups, verbose);
     if still.is_empty() {
         Ok(())
     } else {

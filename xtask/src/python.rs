@@ -75,8 +75,9 @@ fn run_pytest(pytest: &mut Command) -> Result<(std::process::ExitStatus, Counts)
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         if let Some(found) = summary_counts(&line) {
-            counts = found;
+            (counts.passed, counts.failed) = (found.passed, found.failed);
         }
+        counts.skipped.extend(skips(&line));
         writeln!(out, "{line}")?;
     }
     drop(out);
@@ -107,6 +108,25 @@ fn summary_counts(line: &str) -> Option<Counts> {
     any.then_some(counts)
 }
 
+/// The skips of one line of pytest's `-rs` summary,
+/// `SKIPPED [2] test_forward.py:63: reason` (N tests at one place for one reason).
+fn skips(line: &str) -> Vec<cmd::Skip> {
+    let Some(rest) = line.strip_prefix("SKIPPED [") else {
+        return Vec::new();
+    };
+    let Some((n, rest)) = rest.split_once("] ") else {
+        return Vec::new();
+    };
+    let (Ok(n), Some((test, reason))) = (n.parse::<usize>(), rest.split_once(": ")) else {
+        return Vec::new();
+    };
+    let skip = cmd::Skip {
+        test: test.to_string(),
+        reason: reason.trim_end().to_string(),
+    };
+    vec![skip; n]
+}
+
 /// Whether others may enter every directory down to `path` and read it.
 fn reachable_by_others(path: &Path) -> bool {
     let mode = |p: &Path| p.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
@@ -127,5 +147,16 @@ mod tests {
         assert_eq!((c.passed, c.failed), (1, 1));
         assert!(summary_counts("test_x.py ....  [100%]").is_none());
         assert!(summary_counts("the answer came in time").is_none());
+    }
+
+    #[test]
+    fn reads_pytest_skip_lines() {
+        let got = skips("SKIPPED [2] test_forward.py:63: the kernel drops it: here");
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[1].test.as_str(), got[1].reason.as_str()),
+            ("test_forward.py:63", "the kernel drops it: here")
+        );
+        assert!(skips("test_forward.py ..s.  [ 40%]").is_empty());
     }
 }

@@ -159,15 +159,23 @@ pub fn run(args: &[String]) -> Result<u8> {
             0 => String::new(),
             code => format!(" (exit status {code})"),
         };
+        let skipped = match pass.counts.skipped.len() {
+            0 => String::new(),
+            n => format!(", {n} skipped"),
+        };
         println!(
-            "test-netns ({}): {} passed, {} failed{status}",
+            "test-netns ({}): {} passed, {} failed{skipped}{status}",
             pass.name, pass.counts.passed, pass.counts.failed
         );
+        for (reason, tests) in pass.counts.skips_by_reason() {
+            println!("  {} SKIPPED: {reason}: {}", tests.len(), tests.join(", "));
+        }
     }
     // One closing line over every pass, in the plain form CI logs read.
     let passed: u64 = passes.iter().map(|p| p.counts.passed).sum();
     let failed: u64 = passes.iter().map(|p| p.counts.failed).sum();
-    println!("test-netns: {passed} passed, {failed} failed");
+    let skipped: usize = passes.iter().map(|p| p.counts.skipped.len()).sum();
+    println!("test-netns: {passed} passed, {failed} failed, {skipped} skipped");
     Ok(passes.iter().map(|p| p.code).find(|&c| c != 0).unwrap_or(0))
 }
 

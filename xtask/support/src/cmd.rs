@@ -133,16 +133,44 @@ pub fn terminate(child: &Child) {
         .status();
 }
 
-/// Passed and failed tests, summed over libtest's `test result:` lines.
-#[derive(Debug, Default, Clone, Copy)]
+/// Passed, failed and skipped tests, summed over libtest's `test result:` lines
+/// and the skip reports of the test kit.
+#[derive(Debug, Default, Clone)]
 pub struct Counts {
+    /// Tests that passed, not counting the skipped ones.
     pub passed: u64,
     pub failed: u64,
+    /// Tests that reported they could not run here: what and why.
+    pub skipped: Vec<Skip>,
 }
 
+/// A test that reported it could not run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// The test (its name, or where it is).
+    pub test: String,
+    pub reason: String,
+}
+
+/// What a skip report of the test kit starts with: `SKIPPED: <test>: <reason>`
+/// (`nfqueue_testkit::skip::MARK`). It may follow other output on its line:
+/// libtest writes `test x ... ` and `ok` separately.
+const SKIP_MARK: &str = "SKIPPED: ";
+
 impl Counts {
-    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; ...` line.
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; ...` line,
+    /// or the skip a `SKIPPED: <test>: <reason>` line reports.
     fn add_line(&mut self, line: &str) {
+        if let Some(at) = line.find(SKIP_MARK) {
+            let report = &line[at + SKIP_MARK.len()..];
+            if let Some((test, reason)) = report.split_once(": ") {
+                self.skipped.push(Skip {
+                    test: test.to_string(),
+                    reason: reason.trim_end().to_string(),
+                });
+            }
+            return;
+        }
         let Some(rest) = line.trim_start().strip_prefix("test result:") else {
             return;
         };
@@ -159,6 +187,20 @@ impl Counts {
     pub fn add(&mut self, other: Counts) {
         self.passed += other.passed;
         self.failed += other.failed;
+        self.skipped.extend(other.skipped);
+    }
+
+    /// The skip reasons, each once, in the order first reported, with the
+    /// tests skipped for it.
+    pub fn skips_by_reason(&self) -> Vec<(&str, Vec<&str>)> {
+        let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+        for skip in &self.skipped {
+            match by_reason.iter_mut().find(|(r, _)| *r == skip.reason) {
+                Some((_, tests)) => tests.push(&skip.test),
+                None => by_reason.push((&skip.reason, vec![&skip.test])),
+            }
+        }
+        by_reason
     }
 }
 
@@ -175,6 +217,8 @@ pub fn run_counted(cmd: &mut Command) -> Result<(ExitStatus, Counts)> {
         writeln!(out, "{line}")?;
     }
     drop(out);
+    // libtest counts a test that reported a skip and returned as passed.
+    counts.passed = counts.passed.saturating_sub(counts.skipped.len() as u64);
     Ok((child.wait()?, counts))
 }
 
@@ -293,6 +337,23 @@ mod tests {
         );
         c.add_line("test foo ... ok");
         assert_eq!((c.passed, c.failed), (5, 4));
+        assert!(c.skipped.is_empty());
+    }
+
+    #[test]
+    fn reads_skip_reports_also_after_other_output_on_the_line() {
+        let mut c = Counts::default();
+        c.add_line("SKIPPED: a_v4: the kernel drops it: here");
+        c.add_line("test x ... okSKIPPED: a_v6: the kernel drops it: here");
+        c.add_line("SKIPPED: b: another reason");
+        let reasons = c.skips_by_reason();
+        assert_eq!(
+            reasons,
+            [
+                ("the kernel drops it: here", vec!["a_v4", "a_v6"]),
+                ("another reason", vec!["b"])
+            ]
+        );
     }
 
     #[test]
