@@ -45,7 +45,7 @@ impl<'a> Packet<'a> {
         unanswered: VerdictKind,
     ) -> Self {
         Packet {
-            right: VerdictRight::new(handle, view.key(), unanswered),
+            right: VerdictRight::new(handle, view.key(), view.mark(), unanswered),
             view,
         }
     }

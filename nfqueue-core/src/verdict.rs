@@ -100,6 +100,10 @@ impl VerdictKind {
 pub struct Verdict<'p> {
     kind: VerdictKind,
     mark: Option<u32>,
+    /// The bits of the packet's mark that `mark` sets; the others keep the
+    /// packet's own (see [`with_mark_bits`](Self::with_mark_bits)). `None`
+    /// once resolved, or for a whole mark.
+    mark_mask: Option<u32>,
     payload: Option<Cow<'p, [u8]>>,
 }
 
@@ -109,6 +113,7 @@ impl<'p> Verdict<'p> {
         Verdict {
             kind,
             mark: None,
+            mark_mask: None,
             payload: None,
         }
     }
@@ -142,6 +147,33 @@ impl<'p> Verdict<'p> {
     /// Sets the packet's mark (`skb->mark`) along with the verdict.
     pub fn with_mark(mut self, mark: u32) -> Self {
         self.mark = Some(mark);
+        self.mark_mask = None;
+        self
+    }
+
+    /// Sets only the bits of the packet's mark that `mask` selects, to those
+    /// of `value`, and keeps the others as the packet came with them, so that
+    /// marks of other tools (policy routing, a firewall's zones) survive:
+    /// the mark sent is `(packet mark & !mask) | (value & mask)`.
+    ///
+    /// The kernel takes only a whole mark, so the holder of the packet works
+    /// it out from the mark the packet came with: [`Packet`](crate::Packet),
+    /// [`PendingVerdict`](crate::PendingVerdict),
+    /// [`OwnedPacket`](crate::OwnedPacket) and a dispatcher's handler do. A
+    /// verdict by key ([`VerdictHandle`](crate::VerdictHandle),
+    /// [`VerdictBatch`](crate::VerdictBatch)) needs it worked out first, with
+    /// [`resolve_mark`](Self::resolve_mark).
+    ///
+    /// ```
+    /// use nfqueue_core::Verdict;
+    ///
+    /// let verdict = Verdict::accept().with_mark_bits(0x2a, 0x00ff);
+    /// assert_eq!(verdict.mark_bits(), Some((0x2a, 0x00ff)));
+    /// assert_eq!(verdict.resolve_mark(0xff00).mark(), Some(0xff2a));
+    /// ```
+    pub fn with_mark_bits(mut self, value: u32, mask: u32) -> Self {
+        self.mark = Some(value & mask);
+        self.mark_mask = Some(mask);
         self
     }
 
@@ -172,9 +204,30 @@ impl<'p> Verdict<'p> {
         self.kind
     }
 
-    /// The mark set with the verdict, if any.
+    /// The mark set with the verdict, if any: the whole mark the kernel
+    /// gets. `None` too while only some bits are set and not yet resolved
+    /// against the packet's mark (see [`mark_bits`](Self::mark_bits)).
     pub fn mark(&self) -> Option<u32> {
-        self.mark
+        match self.mark_mask {
+            None => self.mark,
+            Some(_) => None,
+        }
+    }
+
+    /// The value and mask of [`with_mark_bits`](Self::with_mark_bits), while
+    /// not yet resolved against the packet's mark.
+    pub fn mark_bits(&self) -> Option<(u32, u32)> {
+        Some((self.mark?, self.mark_mask?))
+    }
+
+    /// This verdict with its mark bits (if any) worked out against
+    /// `packet_mark`, the mark the packet came with: a whole mark, as the
+    /// kernel takes it. A verdict with a whole mark, or none, is unchanged.
+    pub fn resolve_mark(mut self, packet_mark: u32) -> Self {
+        if let (Some(value), Some(mask)) = (self.mark, self.mark_mask.take()) {
+            self.mark = Some((packet_mark & !mask) | (value & mask));
+        }
+        self
     }
 
     /// The replacement payload, if any.
@@ -187,8 +240,15 @@ impl<'p> Verdict<'p> {
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`] for a payload over [`MAX_PAYLOAD`] bytes,
-    /// [`Error::EmptyPayload`] for an empty one.
+    /// [`Error::EmptyPayload`] for an empty one, [`Error::InvalidArgument`]
+    /// for mark bits not yet resolved against the packet's mark.
     pub fn validate(&self) -> Result<()> {
+        if self.mark_mask.is_some() {
+            return Err(Error::InvalidArgument(
+                "a verdict that sets some bits of the mark needs the packet's mark: give it \
+                 through the packet, or resolve it with Verdict::resolve_mark",
+            ));
+        }
         match self.payload().map(<[u8]>::len) {
             Some(len) if len > MAX_PAYLOAD => Err(Error::PayloadTooLarge {
                 len,
@@ -209,6 +269,7 @@ impl<'p> Verdict<'p> {
         Verdict {
             kind: self.kind,
             mark: self.mark,
+            mark_mask: self.mark_mask,
             payload: self.payload.map(|p| Cow::Owned(p.into_owned())),
         }
     }
@@ -257,6 +318,7 @@ pub(crate) fn encode_batch(
     let verdict = Verdict {
         kind,
         mark,
+        mark_mask: None,
         payload: None,
     };
     encode(queue, id, &verdict, true)
@@ -413,6 +475,24 @@ mod tests {
             .with_payload(vec![0x45])
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn mark_bits_keep_the_other_bits_of_the_packets_mark() {
+        let bits = Verdict::accept().with_mark_bits(0x1234_5678, 0x0000_ff00);
+        assert_eq!(bits.mark(), None, "not a whole mark yet");
+        assert!(matches!(
+            encode(0, 1, &bits, false),
+            Err(Error::InvalidArgument(_))
+        ));
+        let resolved = bits.resolve_mark(0xaaaa_aaaa);
+        assert_eq!(resolved.mark(), Some(0xaaaa_56aa));
+        assert_eq!(resolved.mark_bits(), None);
+        assert!(encode(0, 1, &resolved, false).is_ok());
+        // A whole mark is left as it is, and replaces mark bits set before.
+        let whole = Verdict::drop().with_mark_bits(1, 1).with_mark(7);
+        assert_eq!(whole.resolve_mark(0xffff_ffff).mark(), Some(7));
+        assert_eq!(Verdict::accept().resolve_mark(5).mark(), None);
     }
 
     #[test]

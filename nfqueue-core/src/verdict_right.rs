@@ -27,14 +27,17 @@ enum OnDrop {
 pub(crate) struct VerdictRight<H: Borrow<VerdictHandle>> {
     handle: H,
     key: PacketKey,
+    /// The mark the packet came with, for verdicts that set some of its bits.
+    mark: u32,
     on_drop: OnDrop,
 }
 
 impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
-    pub(crate) fn new(handle: H, key: PacketKey, unanswered: VerdictKind) -> Self {
+    pub(crate) fn new(handle: H, key: PacketKey, mark: u32, unanswered: VerdictKind) -> Self {
         VerdictRight {
             handle,
             key,
+            mark,
             on_drop: OnDrop::Unanswered(unanswered),
         }
     }
@@ -55,9 +58,18 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
         }
     }
 
-    /// Sends `verdict`. On error nothing was sent, and the right, if dropped
-    /// now, drops the packet.
+    /// Sends `verdict`, its mark bits worked out against the packet's mark.
+    /// On error nothing was sent, and the right, if dropped now, drops the
+    /// packet.
     pub(crate) fn give(&mut self, verdict: &Verdict<'_>) -> Result<()> {
+        let resolved;
+        let verdict = match verdict.mark_bits() {
+            None => verdict,
+            Some(_) => {
+                resolved = verdict.clone().resolve_mark(self.mark);
+                &resolved
+            }
+        };
         match self.handle.borrow().verdict(self.key, verdict) {
             Ok(()) => {
                 self.on_drop = OnDrop::Nothing;
@@ -86,6 +98,7 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
         let owned = VerdictRight {
             handle: self.handle.borrow().clone(),
             key: self.key,
+            mark: self.mark,
             on_drop: self.on_drop,
         };
         self.forget();

@@ -601,3 +601,70 @@ fn a_burst_receive_reads_many_datagrams_per_system_call() {
     assert_eq!(arrived.len(), 40);
     counters::assert_queue_drained(15);
 }
+
+/// A packet that arrives with mark 0xff00 (set by an earlier mangle rule),
+/// whose verdict sets bits 0x00ff to 0x2a: a later `-m mark --mark 0xff2a`
+/// rule counts it, whichever holder gives the verdict; and a verdict by key
+/// with unresolved bits is refused, since it cannot know the packet's mark.
+#[test]
+fn mark_bits_set_in_a_verdict_keep_the_other_bits_of_the_mark() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 17);
+    iptables([
+        "-t",
+        "mangle",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "-j",
+        "MARK",
+        "--set-mark",
+        "0xff00",
+    ]);
+    for (mark, comment) in [("0xff2a", "bits-set"), ("0xff00", "unchanged")] {
+        iptables([
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-p",
+            "udp",
+            "-m",
+            "mark",
+            "--mark",
+            mark,
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+        ]);
+    }
+    let mut queue = bound_queue(17);
+    let bits = Verdict::accept().with_mark_bits(0x2a, 0x00ff);
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 4, 16);
+    // As received, deferred, and owned.
+    let packet = next_packet(&mut queue);
+    assert_eq!(packet.mark(), 0xff00);
+    packet.verdict(&bits).unwrap();
+    next_packet(&mut queue).defer().verdict(&bits).unwrap();
+    next_packet(&mut queue).into_owned().verdict(&bits).unwrap();
+    // By key, the bits must be worked out first.
+    let view = next_packet(&mut queue).detach();
+    let (key, mark) = (view.key(), view.mark());
+    let handle = queue.verdict_handle();
+    assert!(matches!(
+        handle.verdict(key, &bits),
+        Err(Error::InvalidArgument(_))
+    ));
+    handle
+        .verdict(key, &bits.clone().resolve_mark(mark))
+        .unwrap();
+    assert_eq!(
+        traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10).len(),
+        4
+    );
+    let count = |comment| counters::rule_packets("iptables", "mangle", "POSTROUTING", comment);
+    assert_eq!((count("bits-set"), count("unchanged")), (4, 0));
+    counters::assert_queue_drained(17);
+}

@@ -99,7 +99,10 @@ impl<H: Handler> Judge<H> {
         counters: &Counters,
     ) -> Verdict<'static> {
         let handler = &mut self.handler;
-        match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(view))) {
+        // Mark bits are set against the mark the packet came with.
+        let judged = panic::catch_unwind(AssertUnwindSafe(|| handler.handle(view)))
+            .map(|verdict| verdict.resolve_mark(view.mark()));
+        match judged {
             // A payload the kernel cannot take (empty, or too long for a
             // netlink attribute): the packet is dropped, whatever the verdict.
             // Passing the original bytes could let through what the rewrite

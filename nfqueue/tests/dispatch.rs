@@ -391,3 +391,57 @@ fn on_panic_decides_what_a_panicking_handler_leaves() {
     assert_eq!(delivered(), 5);
     assert_no_queue_left(&[10]);
 }
+
+/// A handler that sets only some bits of the mark: the packet keeps the other
+/// bits it came with (0xff00 from an earlier rule), and a later rule matching
+/// the whole mark, 0xff2a, counts every packet.
+#[test]
+fn a_handler_sets_mark_bits_and_the_other_bits_stay() {
+    let ns = Netns::new();
+    ns.enter();
+    let udp = traffic::udp_pair_v4();
+    common::queue_udp_counted(udp.dest(), &["--queue-num", "4"]);
+    nfqueue_testkit::iptables([
+        "-t",
+        "mangle",
+        "-I",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "-j",
+        "MARK",
+        "--set-mark",
+        "0xff00",
+    ]);
+    nfqueue_testkit::iptables([
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-p",
+        "udp",
+        "-m",
+        "mark",
+        "--mark",
+        "0xff2a",
+        "-m",
+        "comment",
+        "--comment",
+        "bits-set",
+    ]);
+    let dispatcher = Dispatcher::builder()
+        .queue(4)
+        .workers(2)
+        .build(|_: &PacketView<'_>| Verdict::accept().with_mark_bits(0x2a, 0x00ff))
+        .unwrap();
+    traffic::send_numbered_udp(&udp.sender, udp.dest(), 20, 16);
+    let got = traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 30);
+    assert_eq!(got.len(), 20);
+    let stats = dispatcher.stop_and_join().unwrap();
+    assert_eq!(
+        (stats.accepted, stats.invalid_verdicts),
+        (20, 0),
+        "{stats:?}"
+    );
+    assert_eq!(common::passed("bits-set"), 20);
+}
