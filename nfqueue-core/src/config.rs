@@ -1,8 +1,10 @@
 //! How a queue is configured: copy mode, queue length and flags.
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::verdict::VerdictKind;
 use nfqueue_sys as sys;
+use std::time::Duration;
 
 /// The largest copy range the kernel accepts (`0xffff` minus a netlink attribute
 /// header); a larger one is clamped by the kernel.
@@ -107,6 +109,8 @@ pub struct QueueConfig {
     pub(crate) max_len: u32,
     pub(crate) flags: QueueFlags,
     pub(crate) unanswered: VerdictKind,
+    deadline_after: Option<Duration>,
+    deadline_verdict: VerdictKind,
 }
 
 impl Default for QueueConfig {
@@ -118,6 +122,8 @@ impl Default for QueueConfig {
             max_len: DEFAULT_MAX_LEN,
             flags: QueueFlags::empty(),
             unanswered: VerdictKind::Drop,
+            deadline_after: None,
+            deadline_verdict: VerdictKind::Drop,
         }
     }
 }
@@ -162,6 +168,49 @@ impl QueueConfig {
         self.unanswered
     }
 
+    /// Gives every packet of the queue held in user space longer than
+    /// `after` the deadline verdict ([`deadline_verdict`](Self::deadline_verdict),
+    /// drop unless changed), and refuses the verdict its holder gives later
+    /// ([`Error::DeadlinePassed`]): one slow decision cannot hold a packet,
+    /// and the kernel's queue room, for ever. Default: no deadline. From
+    /// 1 µs to [`Deadline::MAX`].
+    ///
+    /// On a [`Queue`](crate::Queue), a thread per socket watches the packets
+    /// handed out ([`Packet`](crate::Packet), [`PendingVerdict`](crate::PendingVerdict),
+    /// [`OwnedPacket`](crate::OwnedPacket), and so `AsyncQueue`'s); it wakes
+    /// when the first one is due, so a packet gets its deadline verdict within
+    /// about a millisecond of its deadline (the time to wake a thread and
+    /// send). Each packet then costs an allocation, a lock and a clock read
+    /// when received, and an atomic operation when answered. Packets detached
+    /// for verdicts by key are not watched. A dispatcher applies the deadline
+    /// in its receive threads instead (see `DispatcherBuilder::queue_config`).
+    pub fn deadline(mut self, after: Duration) -> Self {
+        self.deadline_after = Some(after);
+        self
+    }
+
+    /// The verdict a packet held past the deadline gets (default drop);
+    /// takes effect with [`deadline`](Self::deadline).
+    pub fn deadline_verdict(mut self, kind: VerdictKind) -> Self {
+        self.deadline_verdict = kind;
+        self
+    }
+
+    /// The deadline, if any (see [`deadline`](Self::deadline)).
+    pub fn packet_deadline(&self) -> Option<Deadline> {
+        Some(Deadline {
+            after: self.deadline_after?,
+            verdict: self.deadline_verdict,
+        })
+    }
+
+    /// This configuration without its deadline: what a dispatcher binds, as
+    /// it applies the deadline itself.
+    pub fn without_deadline(mut self) -> Self {
+        self.deadline_after = None;
+        self
+    }
+
     /// Checks every setting, as binding or configuring a queue does first.
     ///
     /// # Errors
@@ -169,6 +218,17 @@ impl QueueConfig {
     /// for a copy range over [`MAX_COPY_RANGE`] or a `max_len` of 0.
     pub fn validate(&self) -> Result<()> {
         self.copy_mode.to_raw()?;
+        if let Some(deadline) = self.packet_deadline() {
+            if deadline.after.is_zero() || deadline.after > Deadline::MAX {
+                return Err(Error::OutOfRange {
+                    name: "deadline (µs)",
+                    value: deadline.after.as_micros().min(u64::MAX.into()) as u64,
+                    min: 1,
+                    max: Deadline::MAX.as_micros() as u64,
+                    why: "a packet must be given some time, and not be held for ever",
+                });
+            }
+        }
         if self.max_len == 0 {
             return Err(Error::OutOfRange {
                 name: "max_len",

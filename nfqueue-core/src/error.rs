@@ -131,6 +131,20 @@ pub enum Error {
         why: &'static str,
     },
 
+    /// A verdict for a packet held past its queue's deadline
+    /// ([`QueueConfig::deadline`](crate::QueueConfig::deadline)): the packet
+    /// got the deadline verdict then, and this verdict was not sent.
+    #[error(
+        "packet {packet_id} of queue {queue} was held past its deadline and got the deadline \
+         verdict: this verdict was not sent"
+    )]
+    DeadlinePassed {
+        /// The queue number.
+        queue: u16,
+        /// The packet id.
+        packet_id: u32,
+    },
+
     /// The same queue number was given twice.
     #[error("queue {queue} is given twice (each queue number has one socket)")]
     DuplicateQueue {
@@ -239,6 +253,7 @@ impl Error {
             Error::QueueTaken { .. } => Kind::AddrInUse,
             Error::AlreadyBound { .. } => Kind::AlreadyExists,
             Error::NotBound { .. } | Error::StaleBinding { .. } => Kind::NotFound,
+            Error::DeadlinePassed { .. } => Kind::TimedOut,
             Error::NoAck { .. } => Kind::TimedOut,
             Error::ReceiveOverflow => Kind::OutOfMemory,
             Error::PayloadTooLarge { .. }

@@ -1,6 +1,7 @@
 //! Verdicts by packet id, from any thread.
 
 use crate::binding::{Bindings, Current, PacketKey};
+use crate::deadline::Watch;
 use crate::error::{Error, Result};
 use crate::ifname::{self, InterfaceName};
 use crate::kernel_stats::KernelStatsReader;
@@ -10,7 +11,7 @@ use crate::stats::{Counters, Stats};
 use crate::verdict::{self, Verdict, VerdictKind, PADDING};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What a queue handle shares with its verdict handles and deferred packets:
 /// the socket stays open (and its queues bound) until the last of them is gone.
@@ -21,6 +22,16 @@ pub(crate) struct Shared {
     /// The bindings of the socket's queues that are current: a verdict goes
     /// out only for a packet of one of them.
     pub(crate) bindings: Bindings,
+    /// The deadlines of its queues, once one has one.
+    pub(crate) deadlines: OnceLock<Arc<Watch>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(watch) = self.deadlines.get() {
+            watch.close();
+        }
+    }
 }
 
 impl Shared {
@@ -29,6 +40,16 @@ impl Shared {
     #[inline]
     pub(crate) fn current(&self) -> Current<'_> {
         self.bindings.read()
+    }
+
+    /// Counts a verdict refused for its deadline, and says why.
+    #[cold]
+    pub(crate) fn late(&self, key: PacketKey) -> Error {
+        Counters::bump(&self.counters.late_verdicts);
+        Error::DeadlinePassed {
+            queue: key.queue(),
+            packet_id: key.id(),
+        }
     }
 
     /// Counts a verdict refused for its binding, and says why.

@@ -1,5 +1,6 @@
 //! A received packet that must get a verdict: the type system allows one.
 
+use crate::deadline::Claim;
 use crate::deferred::{OwnedPacket, PendingVerdict};
 use crate::handle::VerdictHandle;
 use crate::verdict::{Verdict, VerdictKind};
@@ -7,6 +8,7 @@ use crate::verdict_right::{verdict_methods, VerdictError, VerdictRight};
 use crate::view::PacketView;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 /// A packet received from a queue, borrowing the queue's receive buffer.
 ///
@@ -43,9 +45,10 @@ impl<'a> Packet<'a> {
         view: PacketView<'a>,
         handle: &'a VerdictHandle,
         unanswered: VerdictKind,
+        claim: Option<Arc<Claim>>,
     ) -> Self {
         Packet {
-            right: VerdictRight::new(handle, view.key(), view.mark(), unanswered),
+            right: VerdictRight::new(handle, view.key(), view.mark(), unanswered, claim),
             view,
         }
     }

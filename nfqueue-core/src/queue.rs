@@ -2,6 +2,7 @@
 
 use crate::binding::{Binding, Bindings};
 use crate::config::QueueConfig;
+use crate::deadline::{self, Deadline, Watch};
 use crate::error::{Error, Result};
 use crate::handle::{Shared, VerdictHandle};
 use crate::ifname::{self, InterfaceName};
@@ -19,7 +20,7 @@ use nfqueue_sys as sys;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a configuration request waits for the kernel's answer. The kernel
@@ -39,6 +40,8 @@ struct Bound {
     binding: Binding,
     /// The verdict for its packets left without one.
     unanswered: VerdictKind,
+    /// Whether its packets are watched for a deadline.
+    deadline: bool,
 }
 
 /// A netlink socket with one or more queue numbers bound to it.
@@ -121,6 +124,7 @@ impl Queue {
             socket,
             counters: Counters::default(),
             bindings: Bindings::default(),
+            deadlines: OnceLock::new(),
         };
         Ok(Queue {
             handle: VerdictHandle {
@@ -154,6 +158,9 @@ impl Queue {
             return Err(Error::AlreadyBound { queue });
         }
         config.validate()?;
+        if config.packet_deadline().is_some() {
+            self.watcher()?;
+        }
         let bound = self.request(queue, Request::Bind, |nlh| {
             // SAFETY: `nlh` heads a request buffer with room for the command
             // and the settings.
@@ -187,8 +194,39 @@ impl Queue {
         self.bound.push(Bound {
             binding,
             unanswered: config.unanswered,
+            deadline: false,
         });
+        self.set_deadline(self.bound.len() - 1, config.packet_deadline());
         Ok(())
+    }
+
+    /// The socket's deadline watcher, started the first time a queue has a
+    /// deadline (before anything changes: starting a thread is what can fail).
+    fn watcher(&mut self) -> Result<&Arc<Watch>> {
+        let deadlines = &self.handle.shared.deadlines;
+        if deadlines.get().is_none() {
+            let watch = Arc::new(Watch::default());
+            let socket = Arc::downgrade(&self.handle.shared);
+            deadline::start(Arc::clone(&watch), socket).map_err(|source| Error::Sys {
+                op: "spawning the deadline thread",
+                source,
+            })?;
+            let _ = deadlines.set(watch);
+        }
+        Ok(deadlines.get().expect("set above"))
+    }
+
+    /// Watches the packets of `bound[at]` for `deadline` from now on, or no
+    /// longer (the watcher runs already when there is one).
+    fn set_deadline(&mut self, at: usize, deadline: Option<Deadline>) {
+        let binding = self.bound[at].binding;
+        if let Some(watch) = self.handle.shared.deadlines.get() {
+            watch.unwatch(binding);
+            if let Some(deadline) = deadline {
+                watch.watch(binding, deadline);
+            }
+        }
+        self.bound[at].deadline = deadline.is_some();
     }
 
     /// Why the kernel said `EPERM` to a bind: without privilege, or because
@@ -225,11 +263,15 @@ impl Queue {
             return Err(Error::NotBound { queue });
         };
         config.validate()?;
+        if config.packet_deadline().is_some() {
+            self.watcher()?;
+        }
         self.request(queue, Request::Configure, |nlh| {
             // SAFETY: `nlh` heads a request buffer with room for the settings.
             unsafe { config.put(nlh) }
         })?;
         self.bound[at].unanswered = config.unanswered;
+        self.set_deadline(at, config.packet_deadline());
         Ok(())
     }
 
@@ -267,6 +309,9 @@ impl Queue {
         }
         let Bound { binding, .. } = self.bound.remove(at);
         self.handle.shared.bindings.remove(binding);
+        if let Some(watch) = self.handle.shared.deadlines.get() {
+            watch.unwatch(binding);
+        }
         self.buffer.discard(&self.handle.shared, queue);
         Ok(())
     }
@@ -696,7 +741,11 @@ fn admit<'a>(
     match PacketView::parse_with_names(bound.binding, attrs, Some(names)) {
         Ok(view) => {
             Counters::bump_receive(&counters.packets);
-            Ok(Packet::new(view, handle, bound.unanswered))
+            let claim = match (bound.deadline, handle.shared.deadlines.get()) {
+                (true, Some(watch)) => watch.hand_out(view.key(), Instant::now()),
+                _ => None,
+            };
+            Ok(Packet::new(view, handle, bound.unanswered, claim))
         }
         Err(err) => {
             Counters::bump_receive(&counters.malformed);

@@ -50,6 +50,13 @@ crate::counter_set! {
     /// ended (see [`Error::StaleBinding`](crate::Error::StaleBinding)),
     /// including unanswered verdicts of holders dropped after an unbind.
     stale_verdicts,
+    /// Deadline verdicts sent: packets held past their queue's deadline
+    /// ([`QueueConfig::deadline`](crate::QueueConfig::deadline)).
+    deadline_verdicts,
+    /// Verdicts refused because their packet's deadline had passed
+    /// ([`Error::DeadlinePassed`](crate::Error::DeadlinePassed)), including
+    /// unanswered verdicts of holders dropped after it.
+    late_verdicts,
     /// Packets read after their binding ended (kept while a request waited
     /// for its answer, or sent by the kernel during an unbind): not handed
     /// out, as the kernel dropped them at the unbind.

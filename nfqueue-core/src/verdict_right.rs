@@ -3,11 +3,14 @@
 //! packet, so that none is left waiting in the kernel by accident.
 
 use crate::binding::PacketKey;
+use crate::deadline::Claim;
 use crate::error::{Error, Result};
 use crate::handle::VerdictHandle;
+use crate::stats::Counters;
 use crate::verdict::{Verdict, VerdictKind};
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 /// What happens when the right is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,17 +32,33 @@ pub(crate) struct VerdictRight<H: Borrow<VerdictHandle>> {
     key: PacketKey,
     /// The mark the packet came with, for verdicts that set some of its bits.
     mark: u32,
+    /// Under a deadline, what decides whether this right or the deadline
+    /// gives the verdict.
+    claim: Option<Arc<Claim>>,
     on_drop: OnDrop,
 }
 
 impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
-    pub(crate) fn new(handle: H, key: PacketKey, mark: u32, unanswered: VerdictKind) -> Self {
+    pub(crate) fn new(
+        handle: H,
+        key: PacketKey,
+        mark: u32,
+        unanswered: VerdictKind,
+        claim: Option<Arc<Claim>>,
+    ) -> Self {
         VerdictRight {
             handle,
             key,
             mark,
+            claim,
             on_drop: OnDrop::Unanswered(unanswered),
         }
+    }
+
+    /// Takes the verdict from the deadline: false when the deadline has
+    /// given it already.
+    fn claim(&self) -> bool {
+        self.claim.as_ref().map_or(true, |claim| claim.answer())
     }
 
     pub(crate) fn key(&self) -> PacketKey {
@@ -62,6 +81,10 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
     /// On error nothing was sent, and the right, if dropped now, drops the
     /// packet.
     pub(crate) fn give(&mut self, verdict: &Verdict<'_>) -> Result<()> {
+        if !self.claim() {
+            self.on_drop = OnDrop::Nothing;
+            return Err(self.handle.borrow().shared.late(self.key));
+        }
         let resolved;
         let verdict = match verdict.mark_bits() {
             None => verdict,
@@ -87,8 +110,10 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
         }
     }
 
-    /// Gives the right up: nothing is sent when it is dropped.
+    /// Gives the right up: nothing is sent when it is dropped, and the
+    /// deadline no longer applies (the caller gives the verdict by key).
     pub(crate) fn forget(&mut self) {
+        self.claim();
         self.on_drop = OnDrop::Nothing;
     }
 
@@ -99,9 +124,10 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
             handle: self.handle.borrow().clone(),
             key: self.key,
             mark: self.mark,
+            claim: self.claim.take(),
             on_drop: self.on_drop,
         };
-        self.forget();
+        self.on_drop = OnDrop::Nothing;
         owned
     }
 }
@@ -111,6 +137,10 @@ impl<H: Borrow<VerdictHandle>> Drop for VerdictRight<H> {
         let handle = self.handle.borrow();
         match self.on_drop {
             OnDrop::Nothing => {}
+            OnDrop::Unanswered(_) if !self.claim() => {
+                // The deadline gave its verdict.
+                Counters::bump(&handle.shared.counters.late_verdicts);
+            }
             OnDrop::Unanswered(kind) => handle.unanswered_verdict(self.key, kind),
             OnDrop::Fallback => handle.fallback_drop(self.key),
         }

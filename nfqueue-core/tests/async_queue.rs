@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
-use nfqueue_core::{AsyncQueue, QueueConfig, Verdict};
+use nfqueue_core::{AsyncQueue, Error, QueueConfig, Verdict};
 use nfqueue_testkit::{counters, traffic};
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
@@ -198,4 +198,39 @@ fn spawned_tasks_give_verdicts_in_their_own_order() {
     assert_eq!(arrived, given, "they left in the order of their verdicts");
     assert_eq!(queue.stats().verdicts, TOTAL);
     counters::assert_queue_drained(3);
+}
+
+/// A task that never answers its packet: the deadline drops it within the
+/// bound, the next packets flow through other tasks, and the task's late
+/// verdict is refused.
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_that_never_answers_is_overtaken_by_the_deadline() {
+    let _ns = enter_new_netns();
+    let udp = udp_through_queue(false, 43);
+    let deadline = Duration::from_millis(200);
+    let mut queue = AsyncQueue::new(bound_queue_with(
+        43,
+        &QueueConfig::default().deadline(deadline),
+    ))
+    .unwrap();
+    udp.sender.send_to(b"forgotten", udp.dest()).unwrap();
+    let forgotten = queue.recv_owned().await.unwrap();
+    let (late_tx, late_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        tokio::time::sleep(deadline * 2).await;
+        let _ = late_tx.send(forgotten.accept());
+    });
+    udp.sender.send_to(b"next", udp.dest()).unwrap();
+    let next = queue.recv_owned().await.unwrap();
+    tokio::spawn(async move { next.accept().unwrap() });
+    let late = late_rx.await.unwrap();
+    assert!(
+        matches!(late, Err(Error::DeadlinePassed { .. })),
+        "{late:?}"
+    );
+    assert_eq!(recv_datagram(&udp.receiver), b"next");
+    assert_no_datagram(&udp.receiver);
+    let stats = queue.stats();
+    assert_eq!((stats.deadline_verdicts, stats.late_verdicts), (1, 1));
+    counters::assert_queue_drained(43);
 }
