@@ -207,9 +207,24 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Settings applied to every queue: copy mode, length, flags, and the
+    /// Settings applied to every queue: copy mode, length, flags, the
     /// unanswered verdict, which the packets read while stopping get (drop
-    /// unless changed: [`QueueConfig::unanswered`]).
+    /// unless changed: [`QueueConfig::unanswered`]), and the deadline
+    /// ([`QueueConfig::deadline`]).
+    ///
+    /// Under a deadline, a packet whose handler has not returned its verdict
+    /// in time gets the deadline verdict (drop unless changed), and the
+    /// handler's verdict, when it comes, is not sent (counted in
+    /// `late_verdicts`). The receive thread enforces it: it wakes when the
+    /// packet waiting longest is due, so the resolution is about a
+    /// millisecond, and it costs no clock read per packet (packets of a
+    /// round share the round's). With flow affinity, the later packets of a
+    /// flow whose handler is stuck wait behind it, and each gets the deadline
+    /// verdict when its own deadline passes, unless the handler returns
+    /// first. With `workers(0)` the handler runs on the receive thread, which
+    /// a stuck handler stops: deadlines need workers. The handler keeps the
+    /// packets it holds, and they count against `max_in_flight` until it
+    /// returns.
     pub fn queue_config(mut self, config: QueueConfig) -> Self {
         self.queue_config = config;
         self
@@ -298,7 +313,9 @@ impl DispatcherBuilder {
                 Some(Netns::Named(name)) => Queue::open_in_netns(name)?,
                 Some(Netns::Path(path)) => Queue::open_in_netns_path(path)?,
             };
-            queue.bind(num, &self.queue_config)?;
+            // The deadline is applied here, in the receive threads, which
+            // know when each packet went to a worker.
+            queue.bind(num, &self.queue_config.without_deadline())?;
             if let Some(bytes) = self.recv_buffer {
                 queue.set_recv_buffer_size(bytes)?;
             }
@@ -379,6 +396,7 @@ impl DispatcherBuilder {
                     max_in_flight: self.max_in_flight,
                     counters: SlotCounters::new(&counters, slot),
                     failures: Arc::clone(&failures),
+                    deadline: self.queue_config.packet_deadline(),
                 },
             });
         }

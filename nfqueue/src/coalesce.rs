@@ -12,15 +12,16 @@
 
 use nfqueue_core::{Binding, Verdict, VerdictBatch};
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// Verdicts held behind a packet still being handled before they are sent one
 /// by one anyway, so a slow packet does not hold up the others for long.
 pub(crate) const MAX_HELD: usize = 256;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Slot {
-    /// Dispatched; no verdict yet.
-    Waiting,
+    /// Dispatched at the instant given; no verdict yet.
+    Waiting(Instant),
     /// Verdict known, not sent.
     Done(Verdict<'static>),
 }
@@ -60,14 +61,44 @@ impl Coalescer {
         }
     }
 
-    /// Records that packet `id` was handed to a worker. Ids arrive in increasing
-    /// order (modulo 2^32).
-    pub(crate) fn dispatched(&mut self, id: u32) {
-        self.window.push_back((id, Slot::Waiting));
+    /// Records that packet `id` was handed to a worker `at` that instant. Ids
+    /// arrive in increasing order (modulo 2^32), and so do the instants.
+    pub(crate) fn dispatched(&mut self, id: u32, at: Instant) {
+        self.window.push_back((id, Slot::Waiting(at)));
         self.waiting += 1;
     }
 
+    /// When the packet waiting longest was dispatched, if one waits.
+    pub(crate) fn oldest_waiting(&self) -> Option<Instant> {
+        self.window.iter().find_map(|(_, slot)| match slot {
+            Slot::Waiting(at) => Some(*at),
+            Slot::Done(_) => None,
+        })
+    }
+
+    /// Gives every packet dispatched before `cutoff` and still waiting the
+    /// verdict `verdict`, as if its handler had; returns how many. A handler's
+    /// verdict for one of them that comes later is not waited for any more
+    /// ([`complete`](Self::complete) says false).
+    pub(crate) fn expire(&mut self, cutoff: Instant, verdict: &Verdict<'static>) -> usize {
+        let mut expired = 0;
+        for (_, slot) in self.window.iter_mut() {
+            match slot {
+                Slot::Waiting(at) if *at < cutoff => {
+                    *slot = Slot::Done(verdict.clone());
+                    expired += 1;
+                }
+                // Dispatched in order: the ones after are younger.
+                Slot::Waiting(_) => break,
+                Slot::Done(_) => {}
+            }
+        }
+        self.waiting -= expired;
+        expired
+    }
+
     /// Packets dispatched that have no verdict yet: those a worker still has.
+    #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         self.waiting
     }
@@ -106,7 +137,7 @@ impl Coalescer {
             return false;
         };
         match &mut self.window[at].1 {
-            slot @ Slot::Waiting => {
+            slot @ Slot::Waiting(_) => {
                 *slot = Slot::Done(verdict);
                 self.waiting -= 1;
                 true
@@ -152,10 +183,12 @@ impl Coalescer {
         let held = self.window.len() - self.waiting;
         if held > 0 && (idle || held >= MAX_HELD) {
             let binding = self.binding;
+            // What a slot sent and let go holds meanwhile.
+            let gone = Slot::Waiting(Instant::now());
             self.window.retain_mut(|(id, slot)| match slot {
-                Slot::Waiting => true,
+                Slot::Waiting(_) => true,
                 Slot::Done(_) => {
-                    let Slot::Done(verdict) = std::mem::replace(slot, Slot::Waiting) else {
+                    let Slot::Done(verdict) = std::mem::replace(slot, gone.clone()) else {
                         unreachable!("matched above")
                     };
                     push_single(batch, binding, *id, verdict);
@@ -192,7 +225,7 @@ mod tests {
     fn coalescer(ids: impl IntoIterator<Item = u32>) -> Coalescer {
         let mut c = Coalescer::new(binding(), 0);
         for id in ids {
-            c.dispatched(id);
+            c.dispatched(id, Instant::now());
         }
         c
     }
@@ -286,12 +319,32 @@ mod tests {
         let mut c = coalescer([0]);
         let mut batch = VerdictBatch::new();
         for id in 1..=100_000u32 {
-            c.dispatched(id);
+            c.dispatched(id, Instant::now());
             c.complete(id, Verdict::accept());
             c.flush(&mut batch, false);
             batch.clear();
             assert!(c.outstanding() <= MAX_HELD + 1, "at {id}");
         }
+        assert_eq!(c.waiting(), 1);
+    }
+
+    #[test]
+    fn packets_waiting_past_a_cutoff_get_the_deadline_verdict_once() {
+        let start = Instant::now();
+        let later = start + std::time::Duration::from_millis(10);
+        let mut c = Coalescer::new(binding(), 0);
+        c.dispatched(1, start);
+        c.dispatched(2, start);
+        c.dispatched(3, later);
+        assert!(c.complete(2, Verdict::accept()));
+        assert_eq!(c.oldest_waiting(), Some(start));
+        assert_eq!(c.expire(later, &Verdict::drop()), 1, "only 1 is due");
+        assert_eq!(c.waiting(), 1);
+        assert_eq!(c.oldest_waiting(), Some(later));
+        assert!(!c.complete(1, Verdict::accept()), "too late");
+        let mut batch = VerdictBatch::new();
+        let flushed = c.flush(&mut batch, false);
+        assert_eq!(flushed.single_messages, 2, "1 dropped, 2 accepted");
         assert_eq!(c.waiting(), 1);
     }
 
@@ -354,7 +407,7 @@ mod tests {
                         }
                         c
                     })
-                    .dispatched(id);
+                    .dispatched(id, Instant::now());
             }
 
             fn completed(&mut self, queue: u16, id: u32, fate: &Fate) {

@@ -24,8 +24,8 @@ use crate::worker::{Handler, Judge};
 use crossbeam_channel::{Receiver, Sender};
 use nfqueue_core::net::FlowKey;
 use nfqueue_core::{
-    Error, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle, VerdictKind,
-    BURST_LEN,
+    Deadline, Error, Queue, Result, Stats, StopHandle, Verdict, VerdictBatch, VerdictHandle,
+    VerdictKind, BURST_LEN,
 };
 use std::io;
 use std::os::fd::AsRawFd;
@@ -99,6 +99,9 @@ pub(crate) struct Setup {
     /// This queue's counters.
     pub(crate) counters: SlotCounters,
     pub(crate) failures: Arc<FirstFailure>,
+    /// How long a packet may wait for its handler's verdict, and what it
+    /// gets then.
+    pub(crate) deadline: Option<Deadline>,
 }
 
 /// How a receive thread at work has its packets judged.
@@ -140,6 +143,7 @@ impl<H: Handler> ReceiveLoop<H> {
             coalescer: Coalescer::new(binding, room + MAX_HELD + 2 * READ_OVERSHOOT),
             batch: VerdictBatch::with_capacity(MAX_HELD + READ_OVERSHOOT),
             pool,
+            in_flight: 0,
             stopping: false,
             failure: None,
             failing_since: None,
@@ -161,6 +165,10 @@ struct ReceiveThread<H> {
     batch: VerdictBatch,
     /// The batches not in use.
     pool: Vec<Batch>,
+    /// Packets handed to the workers whose batch has not come back: what
+    /// `max_in_flight` bounds (those given the deadline verdict included,
+    /// as their handler still has them).
+    in_flight: usize,
     /// No more reading: once every packet read has its verdict, the thread ends.
     stopping: bool,
     failure: Option<Error>,
@@ -175,6 +183,7 @@ impl<H: Handler> ReceiveThread<H> {
         loop {
             // Verdicts first: they free room in the kernel's queue.
             let mut progress = self.take_verdicts();
+            self.expire();
             // A busy thread sees the stop here; an idle one in poll.
             if !self.stopping && self.setup.stop.is_stopped() {
                 self.stopping = true;
@@ -211,15 +220,20 @@ impl<H: Handler> ReceiveThread<H> {
         let mut any = false;
         while let Ok(mut back) = self.setup.done.try_recv() {
             if let How::Workers(handout) = &mut self.how {
+                self.in_flight -= back.len();
                 let coalescer = &mut self.coalescer;
                 let sent = handout.returned(&back, |lost| no_workers_left(coalescer, lost));
                 Counters::add(&self.setup.counters.dispatched, sent as u64);
             }
+            let counters = &self.setup.counters;
             for (id, verdict) in back.verdicts.drain(..) {
-                self.setup
-                    .counters
-                    .verdict(verdict.kind(), verdict.payload().is_some());
-                self.coalescer.complete(id, verdict);
+                let (kind, payload) = (verdict.kind(), verdict.payload().is_some());
+                if self.coalescer.complete(id, verdict) {
+                    counters.verdict(kind, payload);
+                } else {
+                    // The deadline gave this packet its verdict.
+                    Counters::add(&counters.late_verdicts, 1);
+                }
             }
             back.clear();
             self.pool.push(back);
@@ -228,13 +242,38 @@ impl<H: Handler> ReceiveThread<H> {
         any
     }
 
+    /// Gives the deadline verdict to the packets that waited for their
+    /// handler longer than the deadline.
+    fn expire(&mut self) {
+        let Some(deadline) = self.setup.deadline else {
+            return;
+        };
+        let Some(cutoff) = Instant::now().checked_sub(deadline.after()) else {
+            return;
+        };
+        let verdict = Verdict::new(deadline.verdict());
+        let expired = self.coalescer.expire(cutoff, &verdict);
+        let counters = &self.setup.counters;
+        for _ in 0..expired {
+            counters.verdict(deadline.verdict(), false);
+        }
+        Counters::add(&counters.deadline_verdicts, expired as u64);
+    }
+
+    /// How long until the packet waiting longest reaches the deadline.
+    fn until_deadline(&self) -> Option<Duration> {
+        let after = self.setup.deadline?.after();
+        let due = self.coalescer.oldest_waiting()? + after;
+        Some(due.saturating_duration_since(Instant::now()))
+    }
+
     /// Whether the workers hold as many of this queue's packets as they may
     /// (those waiting here for room on their channel included): then reading
     /// waits (backpressure), and the kernel's queue fills meanwhile.
     fn workers_full(&self) -> bool {
         match &self.how {
             How::Inline(_) => false,
-            How::Workers(_) => self.coalescer.waiting() >= self.setup.max_in_flight,
+            How::Workers(_) => self.in_flight >= self.setup.max_in_flight,
         }
     }
 
@@ -252,6 +291,7 @@ impl<H: Handler> ReceiveThread<H> {
             how,
             coalescer,
             pool,
+            in_flight,
             ..
         } = self;
         let Setup {
@@ -260,9 +300,11 @@ impl<H: Handler> ReceiveThread<H> {
             counters,
             ..
         } = setup;
+        // One clock read a round: the packets of a round share their start.
+        let now = Instant::now();
         let read = queue.recv_burst(READ_BUDGET, |packet| {
             let view = packet.detach();
-            coalescer.dispatched(view.id());
+            coalescer.dispatched(view.id(), now);
             match how {
                 How::Inline(judge) => {
                     let verdict = judge.verdict(&view, counters);
@@ -270,6 +312,7 @@ impl<H: Handler> ReceiveThread<H> {
                     coalescer.complete(view.id(), verdict);
                 }
                 How::Workers(handout) => {
+                    *in_flight += 1;
                     let batch = handout.batch_for(&view, || {
                         let mut batch = pool.pop().unwrap_or_else(small_batch);
                         batch.slot = *slot;
@@ -425,7 +468,11 @@ impl<H: Handler> ReceiveThread<H> {
                     -1
                 },
             ];
-            let timeout = (!self.batch.is_empty()).then_some(RESEND_PAUSE);
+            let resend = (!self.batch.is_empty()).then_some(RESEND_PAUSE);
+            let timeout = match (resend, self.until_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Err(err) = poll(fds, timeout) {
                 // Without poll there is no sleeping until woken: pause instead.
                 self.fail(err);

@@ -43,6 +43,12 @@ nfqueue_core::counter_set! {
     /// message from the socket (a payload over the socket's send buffer);
     /// counted under the verdict the handler gave too.
     fallback_drops,
+    /// Packets that waited for their handler longer than the deadline
+    /// ([`QueueConfig::deadline`](nfqueue_core::QueueConfig::deadline)) and
+    /// got the deadline verdict (counted under its kind too).
+    deadline_verdicts,
+    /// Verdicts handlers gave after the deadline had given theirs: not sent.
+    late_verdicts,
     /// Packets read while stopping, which got the queue's unanswered verdict
     /// ([`QueueConfig::unanswered`](nfqueue_core::QueueConfig::unanswered))
     /// and no handler.

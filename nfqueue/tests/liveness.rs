@@ -434,3 +434,83 @@ fn a_stuck_flow_holds_back_only_itself() {
     assert_eq!(stats.accepted, total);
     assert_no_queue_left(&[0]);
 }
+
+/// A handler that never returns for one flow, under a deadline: that flow's
+/// packets get the deadline verdict (accept here) within the bound, the far
+/// end sees them, the other flows keep flowing, and the handler's verdict,
+/// when it finally comes, is not sent.
+#[test]
+fn a_deadline_answers_for_a_handler_that_does_not_return() {
+    let ns = Netns::new();
+    ns.enter();
+    let receiver = traffic::udp_receiver("127.0.0.1".parse().unwrap());
+    let dest = receiver.local_addr().unwrap();
+    balance_udp(dest, 0, 0);
+    let deadline = Duration::from_millis(200);
+    let released = Arc::new(AtomicBool::new(false));
+    let release = Arc::clone(&released);
+    let dispatcher = Dispatcher::builder()
+        .queue(0)
+        .workers(2)
+        .flow_affinity(FlowKey::FiveTuple)
+        .queue_config(
+            nfqueue::QueueConfig::default()
+                .deadline(deadline)
+                .deadline_verdict(nfqueue::VerdictKind::Accept),
+        )
+        .build(move |packet: &PacketView<'_>| {
+            if common::udp_data(packet).get(8) == Some(&SLOW) {
+                let until = Instant::now() + Duration::from_secs(10);
+                while !release.load(Ordering::Acquire) && Instant::now() < until {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                // Too late: this drop is not sent.
+                return Verdict::drop();
+            }
+            Verdict::accept()
+        })
+        .unwrap();
+    let stuck = traffic::udp_sender("127.0.0.1".parse().unwrap());
+    let other = traffic::udp_sender("127.0.0.1".parse().unwrap());
+    let datagram = |seq: u64, marker: u8| {
+        let mut d = [0u8; 16];
+        d[..8].copy_from_slice(&seq.to_be_bytes());
+        d[8] = marker;
+        d
+    };
+    let start = Instant::now();
+    stuck.send_to(&datagram(0, SLOW), dest).unwrap();
+    for seq in 0..20 {
+        other.send_to(&datagram(seq, 0), dest).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut arrived = Vec::new();
+    let mut buf = [0u8; 64];
+    while arrived.len() < 21 && start.elapsed() < Duration::from_secs(3) {
+        if let Ok((len, from)) = receiver.recv_from(&mut buf) {
+            arrived.push((from, buf[8] == SLOW, start.elapsed(), len));
+        }
+    }
+    released.store(true, Ordering::Release);
+    // The handler's own verdict comes back, and is not sent.
+    let until = Instant::now() + Duration::from_secs(5);
+    while dispatcher.stats().late_verdicts == 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stats = dispatcher.stop_and_join().unwrap();
+    let slow: Vec<_> = arrived.iter().filter(|a| a.1).collect();
+    assert_eq!(slow.len(), 1, "the stuck packet got the deadline's accept");
+    let at = slow[0].2;
+    assert!(
+        at >= deadline && at < deadline + Duration::from_millis(150),
+        "its deadline verdict came after {at:?}"
+    );
+    assert_eq!(arrived.len(), 21, "the other flow kept flowing: {stats:?}");
+    assert_eq!(
+        (stats.deadline_verdicts, stats.late_verdicts),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!((stats.accepted, stats.dropped), (21, 0), "{stats:?}");
+    assert_no_queue_left(&[0]);
+}
