@@ -20,6 +20,7 @@ mod prereqs;
 mod python;
 mod soak;
 mod test_netns;
+mod wheel;
 
 use std::process::ExitCode;
 
@@ -81,6 +82,7 @@ const COMMANDS: &[(&str, &str)] = &[
                                build nfqueue-sys's docs as docs.rs does (no libclang)
 ",
     ),
+    ("wheel", wheel::USAGE),
     (
         "help",
         "  help                         this list (also -h, --help; `<command> --help` for one)
@@ -127,6 +129,8 @@ fn main() -> ExitCode {
         "bench" => prereqs::run().and_then(|()| bench::run(rest)),
         "bindings" => prereqs::run().and_then(|()| bindings::run(rest)),
         "package" => prereqs::run().and_then(|()| package::run(rest)),
+        // No prereqs: the wheel needs neither the -dev packages nor libclang.
+        "wheel" => wheel::run(rest),
         bench::INNER => bench::inner(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());
