@@ -18,6 +18,8 @@
 //!   (the feature set in pyproject.toml).
 //! - **Checked by auditwheel** (PyPA's tool, from PyPI): the tag is what was
 //!   asked for and the wheel needs no shared library outside the manylinux set.
+//!   Then the wheel alone is installed into a new venv, and the module imported
+//!   and a queue socket opened through it.
 //!
 //! maturin, ziglang and auditwheel come from PyPI into a venv in `target/wheel`;
 //! cargo builds into `target/wheel/cargo`, so the wheel's environment does not
@@ -32,12 +34,12 @@ use std::process::Command;
 use std::time::SystemTime;
 
 pub const USAGE: &str = "  wheel [--out DIR] [--lib-dir DIR] [--compatibility TAG]
-                               build nfqueue-python as a manylinux wheel (default
-                               manylinux_2_28, linked with zig) that links
-                               libnetfilter_queue and libmnl statically, check it with
-                               auditwheel; into target/wheels (or DIR). The two static
-                               archives come from Debian 13's -dev packages (apt-get
-                               download), or from --lib-dir
+                               nfqueue-python as a manylinux wheel (default
+                               manylinux_2_28, linked with zig) with libnetfilter_queue
+                               and libmnl linked in statically, into target/wheels (or
+                               DIR); checked with auditwheel and by importing it from a
+                               new venv. The static archives come from Debian 13's -dev
+                               packages (apt-get download), or from --lib-dir DIR
 ";
 
 /// The platform tag asked for, unless `--compatibility` says otherwise.
@@ -150,6 +152,7 @@ pub fn run(args: &[String]) -> Result<u8> {
         return Err(format!("auditwheel show failed: {}", report.status).into());
     }
     audit(&text, &options.compatibility)?;
+    smoke_test(&work.join("smoke-venv"), &wheel)?;
     let size = fs::metadata(&wheel)?.len();
     println!(
         "wheel: {} ({} KiB): tag {}, libnetfilter_queue and libmnl linked in; install with\n  pip install {}",
@@ -159,6 +162,31 @@ pub fn run(args: &[String]) -> Result<u8> {
         wheel.display()
     );
     Ok(0)
+}
+
+/// Installs the wheel, and nothing else, into a new venv, and opens a queue
+/// socket through it: the module loads with its libraries linked in.
+fn smoke_test(dir: &Path, wheel: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(dir);
+    let venv = Venv::ensure(dir, &[])?;
+    let pip = venv.python().with_file_name("pip");
+    cmd::run_ok(
+        Command::new(pip)
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(["--no-index", "--only-binary", ":all:"])
+            .arg(wheel),
+    )?;
+    let code = "import netfilterqueue as n; n.NetfilterQueue().get_fd(); \
+                print('wheel: imported netfilterqueue', n.NFQUEUE_VERSION, 'from', n.__file__)";
+    cmd::run_ok(
+        Command::new(venv.python())
+            .args(["-c", code])
+            // Not from the source tree's python/ (a cwd on sys.path).
+            .current_dir(dir)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    )?;
+    let _ = fs::remove_dir_all(dir);
+    Ok(())
 }
 
 /// Debian's python3 has `venv` without pip until python3-venv is installed:
