@@ -9,6 +9,11 @@
 //! documentation; the `nfqueue-core` crate is the safe layer on top.
 //!
 //! Linking this crate links libnetfilter_queue, which is GPL-2.0-or-later.
+//! Both libraries are found with pkg-config and linked dynamically, unless the
+//! build's environment says otherwise: `NFQUEUE_SYS_STATIC=1` links their static
+//! archives (`libnetfilter_queue.a`, `libmnl.a`), and `NFQUEUE_SYS_LIB_DIR=DIR`
+//! takes them from `DIR` instead of asking pkg-config. `cargo xtask wheel` uses
+//! both for the Python wheel, which then needs no library on the target machine.
 
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
 #![allow(missing_docs, missing_debug_implementations)]

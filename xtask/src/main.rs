@@ -12,6 +12,7 @@ mod prereqs;
 mod python;
 mod soak;
 mod test_netns;
+mod wheel;
 
 use nfqueue_bench as bench;
 use std::process::ExitCode;
@@ -76,6 +77,7 @@ const COMMANDS: &[(&str, &str)] = &[
                                build nfqueue-sys's docs as docs.rs does (no libclang)
 ",
     ),
+    ("wheel", wheel::USAGE),
     (
         "help",
         "  help                         this list (also -h, --help; `<command> --help` for one)
@@ -122,6 +124,8 @@ fn main() -> ExitCode {
         "bench" => prereqs::run().and_then(|()| bench::run(rest, prereqs::run_bench)),
         "bindings" => prereqs::run().and_then(|()| bindings::run(rest)),
         "package" => prereqs::run().and_then(|()| package::run(rest)),
+        // No prereqs: the wheel needs neither the -dev packages nor libclang.
+        "wheel" => wheel::run(rest),
         bench::INNER => bench::inner(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());

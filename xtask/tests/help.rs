@@ -39,6 +39,7 @@ fn every_command_takes_help_and_h() {
         "asan",
         "soak",
         "bench",
+        "wheel",
         "help",
     ] {
         assert!(

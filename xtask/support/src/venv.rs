@@ -69,7 +69,10 @@ impl Venv {
                 "skip",
                 "--out",
             ])
-            .arg(&wheels);
+            .arg(&wheels)
+            // pyproject.toml's backend wraps maturin's; maturin would warn that
+            // pip does not use maturin.
+            .env("MATURIN_NO_MISSING_BUILD_BACKEND_WARNING", "1");
         cmd::run_ok(&mut build)?;
         let wheel = fs::read_dir(&wheels)?
             .flatten()
