@@ -202,7 +202,7 @@ fn ensure_venv_module() -> Result<()> {
         return Ok(());
     }
     if cmd::is_root() && cmd::find_program("apt-get").is_some() {
-        crate::prereqs::apt_install(&["python3-venv"])?;
+        crate::cmd::apt_install(&["python3-venv"])?;
         if can() {
             return Ok(());
         }
