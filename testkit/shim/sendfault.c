@@ -1,6 +1,7 @@
 /*
- * Send failures on demand, for tests: an LD_PRELOAD library that wraps
- * sendmsg(2) and sendto(2). Only verdict datagrams count: sends on an
+ * Send failures and damaged packet messages on demand, for tests: an
+ * LD_PRELOAD library that wraps sendmsg(2), sendto(2), recv(2) and
+ * recvmmsg(2). Only verdict datagrams count: sends on an
  * AF_NETLINK / NETLINK_NETFILTER socket whose first message is an
  * NFQNL_MSG_VERDICT or NFQNL_MSG_VERDICT_BATCH. Every other call goes straight
  * to the C library.
@@ -15,9 +16,17 @@
  *   NFQ_FAULT_BURST
  *   NFQ_FAULT_LOG      a file to which every verdict datagram that the kernel
  *                      took is appended, as a native u32 length and the bytes
+ *   NFQ_FAULT_CORRUPT_EVERY  damage every Nth packet message received on a
+ *                      NETLINK_NETFILTER socket (1-based count; unset or 0:
+ *                      none): its second attribute gets a length too short
+ *                      for an attribute, so the message cannot be parsed,
+ *                      though its NFQA_PACKET_HDR (and the packet's id) can
+ *   NFQ_FAULT_CORRUPT_ID     with 1, damage the NFQA_PACKET_HDR instead: the
+ *                      packet's id cannot be read either
  *
  * nfq_fault_calls() and nfq_fault_injected() tell the test (through dlsym)
- * how many calls counted and how many were made to fail.
+ * how many calls counted and how many were made to fail; nfq_fault_corrupted()
+ * how many packet messages were damaged.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -34,15 +43,27 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT, and | NFQNL_MSG_VERDICT_BATCH */
+/* (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET, | NFQNL_MSG_VERDICT, and
+ * | NFQNL_MSG_VERDICT_BATCH */
+#define MSG_PACKET ((3 << 8) | 0)
 #define MSG_VERDICT ((3 << 8) | 1)
 #define MSG_VERDICT_BATCH ((3 << 8) | 3)
+/* nlmsghdr and nfgenmsg: the attributes of a packet message start here. */
+#define ATTRS_AT (16 + 4)
 
 typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
 typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+typedef ssize_t (*recv_fn)(int, void *, size_t, int);
+typedef int (*recvmmsg_fn)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 
 static sendmsg_fn real_sendmsg;
 static sendto_fn real_sendto;
+static recv_fn real_recv;
+static recvmmsg_fn real_recvmmsg;
+static unsigned long corrupt_every;
+static int corrupt_id;
+static atomic_ulong packets_seen;
+static atomic_ulong corrupted;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int fault_errno;
 static size_t min_len;
@@ -64,6 +85,10 @@ static void init(void)
 {
 	real_sendmsg = (sendmsg_fn)dlsym(RTLD_NEXT, "sendmsg");
 	real_sendto = (sendto_fn)dlsym(RTLD_NEXT, "sendto");
+	real_recv = (recv_fn)dlsym(RTLD_NEXT, "recv");
+	real_recvmmsg = (recvmmsg_fn)dlsym(RTLD_NEXT, "recvmmsg");
+	corrupt_every = env_num("NFQ_FAULT_CORRUPT_EVERY", 0);
+	corrupt_id = (int)env_num("NFQ_FAULT_CORRUPT_ID", 0);
 	fault_errno = (int)env_num("NFQ_FAULT_ERRNO", 0);
 	min_len = env_num("NFQ_FAULT_MIN_LEN", 0);
 	from = env_num("NFQ_FAULT_FROM", 1);
@@ -83,6 +108,11 @@ unsigned long nfq_fault_calls(void)
 unsigned long nfq_fault_injected(void)
 {
 	return atomic_load(&injected);
+}
+
+unsigned long nfq_fault_corrupted(void)
+{
+	return atomic_load(&corrupted);
 }
 
 /* Whether fd is a NETLINK_NETFILTER socket and the datagram starts with a
@@ -175,5 +205,83 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 		struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 		log_datagram(&iov, 1, len);
 	}
+	return rc;
+}
+
+/* Whether fd is a NETLINK_NETFILTER socket. */
+static int is_netfilter(int fd)
+{
+	int proto = 0;
+	socklen_t plen = sizeof(proto);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 || ss.ss_family != AF_NETLINK)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &plen) != 0)
+		return 0;
+	return proto == NETLINK_NETFILTER;
+}
+
+/* Damages the packet messages of a received datagram as the plan says. */
+static void damage(void *buf, size_t len)
+{
+	unsigned char *at = buf;
+
+	while (corrupt_every && len >= sizeof(struct nlmsghdr)) {
+		struct nlmsghdr h;
+		size_t msg_len, attr;
+		uint16_t first_len, too_short = 2;
+
+		memcpy(&h, at, sizeof(h));
+		msg_len = h.nlmsg_len;
+		if (msg_len < sizeof(h) || msg_len > len)
+			return;
+		if (h.nlmsg_type == MSG_PACKET && msg_len >= ATTRS_AT + 8 &&
+		    (atomic_fetch_add(&packets_seen, 1) + 1) % corrupt_every == 0) {
+			/* The first attribute is NFQA_PACKET_HDR; with the id
+			 * kept, the one after it is damaged. */
+			memcpy(&first_len, at + ATTRS_AT, sizeof(first_len));
+			attr = ATTRS_AT + ((first_len + 3u) & ~3u);
+			if (corrupt_id)
+				attr = ATTRS_AT;
+			if (attr + 4 <= msg_len) {
+				memcpy(at + attr, &too_short, sizeof(too_short));
+				atomic_fetch_add(&corrupted, 1);
+			}
+		}
+		msg_len = NLMSG_ALIGN(msg_len);
+		if (msg_len >= len)
+			return;
+		at += msg_len;
+		len -= msg_len;
+	}
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	ssize_t rc;
+
+	pthread_once(&once, init);
+	rc = real_recv(fd, buf, len, flags);
+	if (rc > 0 && corrupt_every && is_netfilter(fd))
+		damage(buf, (size_t)rc < len ? (size_t)rc : len);
+	return rc;
+}
+
+int recvmmsg(int fd, struct mmsghdr *msgs, unsigned int vlen, int flags,
+	     struct timespec *timeout)
+{
+	int rc;
+
+	pthread_once(&once, init);
+	rc = real_recvmmsg(fd, msgs, vlen, flags, timeout);
+	if (rc > 0 && corrupt_every && is_netfilter(fd))
+		for (int i = 0; i < rc; i++)
+			if (msgs[i].msg_hdr.msg_iovlen > 0)
+				damage(msgs[i].msg_hdr.msg_iov[0].iov_base,
+				       msgs[i].msg_len < msgs[i].msg_hdr.msg_iov[0].iov_len
+					       ? msgs[i].msg_len
+					       : msgs[i].msg_hdr.msg_iov[0].iov_len);
 	return rc;
 }

@@ -1,6 +1,8 @@
 //! Send failures on demand: an `LD_PRELOAD` library that makes chosen verdict
 //! sends (`sendmsg`/`sendto` on a netfilter netlink socket) fail with `ENOBUFS`
-//! or `EMSGSIZE`, and can log every verdict datagram the kernel took.
+//! or `EMSGSIZE`, can log every verdict datagram the kernel took, and can
+//! damage chosen packet messages as they are received, so that they cannot be
+//! parsed ([`FaultPlan::corrupt_packets`]).
 //!
 //! `LD_PRELOAD` takes effect when a process starts, so the code under test runs
 //! in a child: the test binary itself, started again with `--exact <test>` and
@@ -54,6 +56,11 @@ pub struct FaultPlan {
     pub burst: u64,
     /// Log every verdict datagram the kernel took (read it with [`verdict_log`]).
     pub log: bool,
+    /// Damage every `corrupt_every`th packet message received (0: none).
+    pub corrupt_every: u64,
+    /// With `corrupt_every`: damage the packet header itself, so that not
+    /// even the packet's id can be read.
+    pub corrupt_id: bool,
 }
 
 impl FaultPlan {
@@ -67,6 +74,8 @@ impl FaultPlan {
             every: 0,
             burst: 0,
             log: false,
+            corrupt_every: 0,
+            corrupt_id: false,
         }
     }
 
@@ -109,6 +118,22 @@ impl FaultPlan {
         self
     }
 
+    /// Damages every `every`th packet message as it is received (by `recv` or
+    /// `recvmmsg`): the attribute after its `NFQA_PACKET_HDR` gets a length
+    /// too short for an attribute, so the message cannot be parsed, though
+    /// the packet's id can still be read.
+    pub fn corrupt_packets(mut self, every: u64) -> FaultPlan {
+        self.corrupt_every = every;
+        self
+    }
+
+    /// With [`corrupt_packets`](Self::corrupt_packets): damages the
+    /// `NFQA_PACKET_HDR` itself, so that the packet's id cannot be read.
+    pub fn without_ids(mut self) -> FaultPlan {
+        self.corrupt_id = true;
+        self
+    }
+
     fn env(&self, dir: &Path) -> Vec<(&'static str, OsString)> {
         let mut env = vec![
             ("NFQ_FAULT_ERRNO", self.errno.to_string().into()),
@@ -117,6 +142,14 @@ impl FaultPlan {
             ("NFQ_FAULT_TO", self.to.to_string().into()),
             ("NFQ_FAULT_EVERY", self.every.to_string().into()),
             ("NFQ_FAULT_BURST", self.burst.to_string().into()),
+            (
+                "NFQ_FAULT_CORRUPT_EVERY",
+                self.corrupt_every.to_string().into(),
+            ),
+            (
+                "NFQ_FAULT_CORRUPT_ID",
+                u8::from(self.corrupt_id).to_string().into(),
+            ),
         ];
         if self.log {
             env.push(("NFQ_FAULT_LOG", dir.join("verdicts.log").into()));
@@ -190,7 +223,9 @@ pub fn isolated(test: &str, plan: &FaultPlan, body: impl FnOnce()) {
     };
     let stdout = readers.0.join().unwrap_or_default();
     let stderr = readers.1.join().unwrap_or_default();
-    let ran = stdout.lines().any(|l| l.trim() == DONE);
+    // With --nocapture a body that printed nothing has its line follow
+    // libtest's "test NAME ... ".
+    let ran = stdout.lines().any(|l| l.trim().ends_with(DONE));
     match status {
         Some(s) if s.success() && ran => {
             // Pass the child's notes on (libtest shows them on failure or with
@@ -222,7 +257,7 @@ fn child_notes(stdout: &str) -> String {
         .filter(|l| {
             let l = l.trim();
             !(l.is_empty()
-                || l == DONE
+                || l.ends_with(DONE)
                 || l == "ok"
                 || l.starts_with("running ")
                 || l.starts_with("test result"))
@@ -296,6 +331,15 @@ fn shim_counter(name: &CStr) -> u64 {
 /// Outside a child of [`isolated`].
 pub fn counted() -> u64 {
     shim_counter(c"nfq_fault_calls")
+}
+
+/// In the child: packet messages damaged as they were received.
+///
+/// # Panics
+///
+/// Outside a child of [`isolated`].
+pub fn corrupted() -> u64 {
+    shim_counter(c"nfq_fault_corrupted")
 }
 
 /// In the child: verdict sends made to fail.
