@@ -279,6 +279,16 @@ pub enum MalformedError {
         /// Bytes there are.
         got: usize,
     },
+    /// A value has a length other than the one its attribute has.
+    #[error("{what} has {got} bytes, expected {expected}")]
+    Length {
+        /// The attribute.
+        what: &'static str,
+        /// Bytes it has when well formed.
+        expected: usize,
+        /// Bytes there are.
+        got: usize,
+    },
     /// A packet message lacks its `NFQA_PACKET_HDR` attribute.
     #[error("packet message without NFQA_PACKET_HDR")]
     MissingPacketHeader,
