@@ -888,6 +888,42 @@ mod tests {
         }
     }
 
+    /// A packet message as `nfqnl_build_packet_message` writes it under
+    /// `NFQA_CFG_F_CONNTRACK`: `nfnl_ct->build(skb, ct, ctinfo, NFQA_CT,
+    /// NFQA_CT_INFO)`, i.e. `ctnetlink_glue_build`, which nests the entry in
+    /// `NFQA_CT` (`nla_nest_start(skb, ct_attr)`) and then puts
+    /// `nla_put_be32(skb, ct_info_attr, htonl(ctinfo))`.
+    #[test]
+    fn a_packet_view_reads_its_conntrack_entry() {
+        use crate::PacketView;
+        use nfqueue_sys::nfqnl_attr_type as nfqa;
+        let entry = udp_entry(None);
+        let attrs = [
+            attr(nfqa::NFQA_PACKET_HDR as u16, &[0, 0, 0, 7, 8, 0, 1]),
+            nest(nfqa::NFQA_CT as u16, &[entry.clone()]),
+            attr(nfqa::NFQA_CT_INFO as u16, &2u32.to_be_bytes()),
+        ]
+        .concat();
+        let view = PacketView::parse(0, &attrs).unwrap();
+        assert_eq!(view.conntrack(), Some(&entry[..]));
+        assert_eq!(view.conntrack_state(), Some(CtState::New));
+        let ct = view.conntrack_view().unwrap().unwrap();
+        assert_eq!(ct.state(), Some(CtState::New));
+        assert_eq!(ct.mark(), Some(0x2a));
+        // Without the flag the kernel sends neither attribute.
+        let plain = attr(nfqa::NFQA_PACKET_HDR as u16, &[0, 0, 0, 7, 8, 0, 1]);
+        let view = PacketView::parse(0, &plain).unwrap();
+        assert!(view.conntrack_view().unwrap().is_none());
+        // A broken entry is an error, not a panic and not a silent None.
+        let broken = [
+            attr(nfqa::NFQA_PACKET_HDR as u16, &[0, 0, 0, 7, 8, 0, 1]),
+            nest(nfqa::NFQA_CT as u16, &[attr(CTA_MARK, &[1])]),
+        ]
+        .concat();
+        let view = PacketView::parse(0, &broken).unwrap();
+        assert!(view.conntrack_view().is_err());
+    }
+
     #[test]
     fn states_round_trip_and_know_their_direction() {
         for raw in 0..8 {
