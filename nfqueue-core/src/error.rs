@@ -55,7 +55,10 @@ pub enum Error {
     },
 
     /// The kernel rejected a configuration request.
-    #[error("configuring queue {queue} ({what}) failed: {source}")]
+    #[error(
+        "configuring queue {queue} ({what}) failed: {source}{}",
+        config_hint(what, source)
+    )]
     Config {
         /// The queue number.
         queue: u16,
@@ -187,6 +190,19 @@ fn hint(err: &io::Error) -> &'static str {
             " (no such packet waiting: the id is stale, was given a verdict already, or its queue was unbound)"
         }
         Some(libc::EINVAL) => " (the verdict is invalid)",
+        _ => "",
+    }
+}
+
+/// What a refused configuration most likely means, in the words `nfq-doctor`
+/// uses for the same finding.
+fn config_hint(what: &str, err: &io::Error) -> &'static str {
+    match (what, err.raw_os_error()) {
+        ("flags", Some(libc::EOPNOTSUPP)) => {
+            " (this kernel lacks a queue flag: CONNTRACK needs the conntrack glue, \
+             CONFIG_NETFILTER_NETLINK_GLUE_CT in nf_conntrack_netlink; SECCTX needs \
+             CONFIG_NETWORK_SECMARK; nfq-doctor tells which)"
+        }
         _ => "",
     }
 }

@@ -59,6 +59,7 @@ mod view;
 // of their own, which needs no queue and no C; its docs are this module's.
 #[doc(inline)]
 pub use nfqueue_net as net;
+pub mod doctor;
 pub mod prometheus;
 
 #[cfg(feature = "tokio")]
