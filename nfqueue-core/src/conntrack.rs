@@ -652,7 +652,7 @@ mod tests {
     /// nla_put_be16(skb, CTA_PROTO_DST_PORT, tuple->dst.u.tcp.port)
     /// ```
     fn tuple_v4(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-        vec![
+        [
             nest(
                 CTA_TUPLE_IP,
                 &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)],
@@ -900,7 +900,7 @@ mod tests {
         let entry = udp_entry(None);
         let attrs = [
             attr(nfqa::NFQA_PACKET_HDR as u16, &[0, 0, 0, 7, 8, 0, 1]),
-            nest(nfqa::NFQA_CT as u16, &[entry.clone()]),
+            nest(nfqa::NFQA_CT as u16, std::slice::from_ref(&entry)),
             attr(nfqa::NFQA_CT_INFO as u16, &2u32.to_be_bytes()),
         ]
         .concat();
