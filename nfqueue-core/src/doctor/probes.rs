@@ -165,7 +165,7 @@ fn kernel_here(iptables: Option<&Path>, nft: Option<&Path>) -> Vec<Check> {
             Feature::NfnetlinkQueue,
             Status::Missing,
             format!("binding queue 0 failed: {err}"),
-            "load nfnetlink_queue (modprobe nfnetlink_queue; CONFIG_NETFILTER_NETLINK_QUEUE)",
+            crate::error::NFNETLINK_QUEUE_FIX,
         ));
         checks.extend(all_unchecked("no queue can be bound"));
         checks.push(br_netfilter());
