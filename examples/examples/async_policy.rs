@@ -4,6 +4,10 @@
 //! not answer in time gets the `--on-timeout` verdict.
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq output { type filter hook output priority 0; }'
+//! nft add rule inet nfq output meta l4proto udp queue num 0
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables -A OUTPUT -p udp -j NFQUEUE --queue-num 0
 //! async_policy --deny-port 23 --hang-port 53 --timeout-ms 200 0
 //! ```

@@ -2,6 +2,10 @@
 //! every other packet: a tiny port firewall in user space.
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq output { type filter hook output priority 0; }'
+//! nft add rule inet nfq output queue num 0     # IPv4 and IPv6
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables  -A OUTPUT -j NFQUEUE --queue-num 0
 //! ip6tables -A OUTPUT -j NFQUEUE --queue-num 0
 //! drop_by_port --port 9999 --port 53 0

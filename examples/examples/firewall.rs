@@ -2,30 +2,43 @@
 //! addresses, accepts the rest, on every core. Ctrl-C prints the statistics.
 //!
 //! ```text
+//! nft add table inet filter
+//! nft 'add chain inet filter forward { type filter hook forward priority 0; }'
+//! nft add rule inet filter forward queue num 0-1      # or, with iptables:
 //! iptables -A FORWARD -j NFQUEUE --queue-balance 0:1
 //! firewall --drop-port 23 --drop-port 445 --drop-host 192.0.2.66 --workers 2 0:1
 //! ```
 //!
-//! `--first N` queues only the first N packets of each connection in each
-//! direction, and the kernel passes the rest without asking: it prints the
-//! iptables rules for that (`-m connbytes`, one rule per direction), and with
-//! `--install-rules` installs them for the time it runs. Packets after the
-//! first N are never inspected; see `nfqueue_examples::queue_rules` for the
+//! `--install-rules` installs the queue rules for the time it runs, and
+//! `--first N` makes them queue only the first N packets of each connection
+//! in each direction, so that the kernel passes the rest without asking
+//! (`ct original packets <= N` in nft, `-m connbytes` in iptables, one rule
+//! per direction); it prints the rules either way. Packets after the first N
+//! are never inspected; see `nfqueue_examples::queue_rules` for the
 //! trade-off.
 //!
 //! ```text
 //! firewall --first 3 --install-rules --drop-port 23 0
 //! ```
 //!
+//! `--ruleset nft` installs an nftables table (`inet nfqueue_firewall`, IPv4
+//! and IPv6), `--ruleset iptables` iptables and ip6tables rules; by default
+//! (`auto`) it asks the doctor whether nft's `queue` statement works here
+//! (kernels without `CONFIG_NFT_QUEUE` refuse it), says so when it does not,
+//! and falls back to iptables. An explicit `--ruleset nft` that the kernel
+//! refuses stops the firewall with the reason. `--bypass` lets packets pass
+//! while the firewall is not running (`bypass`, `--queue-bypass`).
+//!
 //! `--metrics 127.0.0.1:9101` serves the dispatcher's and the kernel's
 //! counters in the Prometheus text format at `http://127.0.0.1:9101/metrics`.
 
 use clap::Parser;
+use nfqueue::doctor::{self, Feature, Options, Status};
 use nfqueue::net::{self, FlowKey};
 use nfqueue::prometheus::{Exposition, CONTENT_TYPE};
 use nfqueue::{Dispatcher, PacketView, StatsHandle, StopHandle, Verdict};
 use nfqueue_examples::cli::QueueRange;
-use nfqueue_examples::queue_rules::QueueRules;
+use nfqueue_examples::queue_rules::{QueueRules, Ruleset};
 use nfqueue_examples::{metrics_http, report, stop_on_signals, summary};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -53,10 +66,17 @@ struct Args {
     /// The chain of the queue rules printed and installed.
     #[arg(long, default_value = "FORWARD")]
     chain: String,
-    /// Install the queue rules (iptables and ip6tables) while running; they
-    /// are deleted on exit.
+    /// Install the queue rules while running; they are deleted on exit.
     #[arg(long)]
     install_rules: bool,
+    /// The rules to print and install: nft, iptables, or auto (nft where its
+    /// queue statement works, else iptables).
+    #[arg(long, value_enum, default_value_t = RulesetChoice::Auto)]
+    ruleset: RulesetChoice,
+    /// Let packets pass while nothing has bound the queues (nft's bypass,
+    /// iptables' --queue-bypass), instead of dropping them.
+    #[arg(long)]
+    bypass: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -86,6 +106,35 @@ impl Rules {
     }
 }
 
+/// What `--ruleset` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RulesetChoice {
+    /// nft where its queue statement works here, else iptables.
+    Auto,
+    /// An nftables table.
+    Nft,
+    /// iptables and ip6tables rules.
+    Iptables,
+}
+
+/// nft where the doctor finds its queue statement works, else iptables,
+/// saying why.
+fn pick_ruleset() -> Ruleset {
+    let report = doctor::diagnose_with(&Options::default().only([Feature::NftQueue]));
+    match report.get(Feature::NftQueue) {
+        Some(check) if check.status == Status::Ok => Ruleset::Nft,
+        Some(check) => {
+            eprintln!(
+                "firewall: nft's queue statement does not work here ({}); using iptables -j \
+                 NFQUEUE instead",
+                check.detail
+            );
+            Ruleset::Iptables
+        }
+        None => Ruleset::Iptables,
+    }
+}
+
 fn main() -> ExitCode {
     report(run(Args::parse()))
 }
@@ -96,19 +145,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let stop = StopHandle::new()?;
     stop_on_signals(stop.clone())?;
 
-    let queue_rules = QueueRules::new(&args.chain, args.queues, args.first);
-    if args.first.is_some() || args.install_rules {
+    let queue_rules = QueueRules::new(&args.chain, args.queues, args.first).bypass(args.bypass);
+    let shows_rules = args.first.is_some() || args.install_rules;
+    let ruleset = match args.ruleset {
+        RulesetChoice::Nft => Ruleset::Nft,
+        RulesetChoice::Iptables => Ruleset::Iptables,
+        RulesetChoice::Auto if shows_rules => pick_ruleset(),
+        RulesetChoice::Auto => Ruleset::Iptables,
+    };
+    if shows_rules {
         let what = match args.first {
             Some(n) => format!("the first {n} packets of each connection, each way"),
             None => "every packet".into(),
         };
         println!(
-            "# queue rules: {what} of {} to queue {}",
+            "# queue rules ({ruleset}): {what} of {} to queue {}",
             args.chain, args.queues
         );
-        for command in queue_rules.commands() {
-            println!("{command}");
-        }
+        print!("{}", queue_rules.text(ruleset)?);
     }
 
     let rules = Rules {
@@ -126,7 +180,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // After binding: a queue nobody has bound drops what the rules send it.
     let installed = args
         .install_rules
-        .then(|| queue_rules.install())
+        .then(|| queue_rules.install(ruleset))
         .transpose()?;
     if let Some(addr) = args.metrics {
         let stats = dispatcher.stats_handle();

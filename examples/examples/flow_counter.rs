@@ -2,6 +2,10 @@
 //! table (no locks on the packet path), and prints the busiest flows on exit.
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq input { type filter hook input priority 0; }'
+//! nft add rule inet nfq input queue num 0
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables -A INPUT -j NFQUEUE --queue-num 0
 //! flow_counter [--workers N] 0
 //! ```

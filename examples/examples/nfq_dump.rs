@@ -5,6 +5,10 @@
 //! as aligned `name: value` lines on stderr (one JSON object with `--json`).
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq input { type filter hook input priority 0; }'
+//! nft add rule inet nfq input queue num 0-1
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables -A INPUT -j NFQUEUE --queue-balance 0:1
 //! nfq-dump --drop-port 23 --mark 0x10 0 1
 //! nfq-dump --json --count 100 0:1

@@ -3,6 +3,10 @@
 //! where the queue is one source of events among others.
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq output { type filter hook output priority 0; }'
+//! nft add rule inet nfq output udp dport 9999 queue num 0
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables -A OUTPUT -p udp --dport 9999 -j NFQUEUE --queue-num 0
 //! nonblocking 0          # press Enter to print the counters
 //! ```

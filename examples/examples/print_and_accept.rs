@@ -2,6 +2,10 @@
 //! first example, with addresses, ports and lengths.
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq input { type filter hook input priority 0; }'
+//! nft add rule inet nfq input udp dport 9999 queue num 0
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables -A INPUT -p udp --dport 9999 -j NFQUEUE --queue-num 0
 //! print_and_accept [--count N] 0
 //! ```

@@ -2,10 +2,18 @@
 //! can tell the packets this program has seen.
 //!
 //! ```text
+//! nft add table inet nfq
+//! nft 'add chain inet nfq output { type filter hook output priority 0; }'
+//! nft 'add chain inet nfq postrouting { type filter hook postrouting priority 0; }'
+//! nft add rule inet nfq output udp dport 9999 queue num 0
+//! nft add rule inet nfq postrouting meta mark 7 counter
+//! set_mark --mark 7 0
+//! nft list chain inet nfq postrouting          # the mark rule counts the packets
+//! # or with iptables, where the kernel lacks CONFIG_NFT_QUEUE (nfq-doctor tells):
 //! iptables -A OUTPUT -p udp --dport 9999 -j NFQUEUE --queue-num 0
 //! iptables -t mangle -A POSTROUTING -m mark --mark 7 -j ACCEPT
 //! set_mark --mark 7 0
-//! iptables -t mangle -L POSTROUTING -v -n     # the mark rule counts the packets
+//! iptables -t mangle -L POSTROUTING -v -n
 //! ```
 //!
 //! An accepted packet leaves the chain that queued it, like any ACCEPT, and goes

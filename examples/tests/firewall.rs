@@ -1,13 +1,15 @@
 //! The `firewall` example against the kernel: `--first N` queues exactly the
 //! first N packets of each direction of a connection and the rest passes;
-//! `--metrics` serves counters that match the traffic, in a format a
-//! Prometheus parser reads.
+//! `--ruleset` installs nft or iptables rules, and by default picks what the
+//! doctor finds works here; `--metrics` serves counters that match the
+//! traffic, in a format a Prometheus parser reads.
 
 mod common;
 
 use common::{stat_line, Running};
+use nfqueue_core::doctor::{self, Feature, Options, Status};
 use nfqueue_testkit::rules::queue_udp;
-use nfqueue_testkit::{counters, enter_new_netns, iptables};
+use nfqueue_testkit::{cmd, counters, enter_new_netns, iptables};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -30,6 +32,8 @@ fn first_3_queues_three_packets_each_way_and_all_20_segments_arrive() {
             "--chain",
             "OUTPUT",
             "--install-rules",
+            "--ruleset",
+            "iptables",
             "--workers",
             "1",
             "0",
@@ -270,4 +274,106 @@ fn metrics_scraped_during_traffic_match_the_packets_sent() {
         "{}",
         done.stderr
     );
+}
+
+/// Whether nft's queue statement works here, as the doctor finds.
+fn nft_queue_works() -> bool {
+    let report = doctor::diagnose_with(&Options::default().only([Feature::NftQueue]));
+    report.get(Feature::NftQueue).map(|c| c.status) == Some(Status::Ok)
+}
+
+/// A datagram to a port queued by the firewall's rules arrives.
+fn udp_passes() {
+    let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    receiver.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    sender
+        .send_to(b"through the firewall", receiver.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = receiver.recv(&mut buf).expect("the datagram passes");
+    assert_eq!(&buf[..n], b"through the firewall");
+}
+
+/// `--ruleset nft` installs the nft table while it runs and deletes it on
+/// exit; where the kernel refuses nft's queue statement (no
+/// `CONFIG_NFT_QUEUE`), the firewall stops at once and says why, leaving
+/// nothing behind.
+#[test]
+fn ruleset_nft_installs_a_table_or_stops_with_the_reason() {
+    let _netns = enter_new_netns();
+    let args = [
+        "--ruleset",
+        "nft",
+        "--install-rules",
+        "--chain",
+        "OUTPUT",
+        "--workers",
+        "1",
+        "0",
+    ];
+    let table = || cmd::try_run("nft", ["list", "table", "inet", "nfqueue_firewall"]);
+    if nft_queue_works() {
+        let mut firewall = Running::start("firewall", &args);
+        firewall.wait_for_stderr("filtering queue 0");
+        let listing = table().expect("the table is installed");
+        assert!(listing.contains("queue"), "{listing}");
+        udp_passes();
+        let done = firewall.stop();
+        assert!(done.status.success(), "{}", done.stderr);
+        assert!(done.stdout_text().contains("nft -f -"));
+    } else {
+        let done = Running::start("firewall", &args).wait();
+        assert!(!done.status.success());
+        assert!(
+            done.stderr.contains("nft refused the queue rules")
+                && done.stderr.contains("CONFIG_NFT_QUEUE"),
+            "{}",
+            done.stderr
+        );
+    }
+    assert!(table().is_err(), "the table is gone");
+    assert!(!iptables(["-S", "OUTPUT"]).contains("firewall:"));
+}
+
+/// By default the firewall installs nft rules where nft's queue statement
+/// works, and otherwise says why not and installs iptables rules: either
+/// way, packets pass through it, and its rules are gone after it.
+#[test]
+fn ruleset_auto_picks_what_works_here() {
+    let _netns = enter_new_netns();
+    let nft = nft_queue_works();
+    let mut firewall = Running::start(
+        "firewall",
+        &[
+            "--install-rules",
+            "--chain",
+            "OUTPUT",
+            "--workers",
+            "1",
+            "0",
+        ],
+    );
+    firewall.wait_for_stderr("filtering queue 0");
+    let iptables_rules = iptables(["-S", "OUTPUT"]);
+    if nft {
+        assert!(!iptables_rules.contains("firewall:"), "{iptables_rules}");
+        cmd::run("nft", ["list", "table", "inet", "nfqueue_firewall"]);
+    } else {
+        assert!(iptables_rules.contains("firewall:all"), "{iptables_rules}");
+    }
+    udp_passes();
+    let done = firewall.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    if !nft {
+        assert!(
+            done.stderr
+                .contains("nft's queue statement does not work here"),
+            "{}",
+            done.stderr
+        );
+        assert!(done.stdout_text().contains("iptables -A OUTPUT"));
+    }
+    assert!(!iptables(["-S", "OUTPUT"]).contains("firewall:"));
+    assert!(cmd::try_run("nft", ["list", "table", "inet", "nfqueue_firewall"]).is_err());
 }

@@ -1,14 +1,34 @@
 //! A netlink datagram as the kernel would send it on a queue socket: parse it
 //! as a packet message, read every attribute through every getter, print it,
-//! and parse its payload as an IP packet.
+//! and parse its payload as an IP packet. The same bytes are also read as the
+//! value of an `NFQA_CT` attribute (a conntrack entry), which a packet
+//! message rarely carries whole.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use nfqueue_core::net;
-use nfqueue_core::PacketView;
+use nfqueue_core::{Conntrack, PacketView};
 use std::hint::black_box;
 
+/// Reads a conntrack entry through every getter.
+fn read_conntrack(ct: &Conntrack<'_>) {
+    black_box(format!("{ct:?}"));
+    for tuple in [ct.original(), ct.reply(), ct.master()]
+        .into_iter()
+        .flatten()
+    {
+        black_box(tuple.to_string());
+    }
+    black_box((ct.status(), ct.state(), ct.mark(), ct.id(), ct.zone()));
+    black_box((ct.timeout(), ct.labels().map(|l| l.iter().count())));
+    // What parsed was checked whole.
+    assert!(ct.attributes().all(|a| a.is_ok()));
+}
+
 fuzz_target!(|data: &[u8]| {
+    if let Ok(ct) = Conntrack::parse(data, Some(u32::from(data.first().copied().unwrap_or(0)))) {
+        read_conntrack(&ct);
+    }
     let Ok(view) = PacketView::from_message(data) else {
         return;
     };
@@ -29,6 +49,11 @@ fuzz_target!(|data: &[u8]| {
     ));
     black_box((view.priority(), view.conntrack(), view.conntrack_info()));
     black_box(view.conntrack_expectation());
+    if let Ok(Some(ct)) = view.conntrack_view() {
+        assert_eq!(Some(ct.raw()), view.conntrack());
+        assert_eq!(ct.state(), view.conntrack_state());
+        read_conntrack(&ct);
+    }
     if let Some(hw) = view.hw_addr() {
         assert!(hw.len() <= 8);
     }

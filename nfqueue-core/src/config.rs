@@ -73,7 +73,20 @@ bitflags::bitflags! {
         /// Accept packets instead of dropping them when the queue or the socket's
         /// receive buffer is full.
         const FAIL_OPEN = sys::NFQA_CFG_F_FAIL_OPEN;
-        /// Attach conntrack information (`NFQA_CT`, `NFQA_CT_INFO`).
+        /// Attach each packet's conntrack entry and state (`NFQA_CT`,
+        /// `NFQA_CT_INFO`), read with
+        /// [`PacketView::conntrack_view`](crate::PacketView::conntrack_view).
+        ///
+        /// It needs the kernel's conntrack glue
+        /// (`CONFIG_NETFILTER_NETLINK_GLUE_CT`, part of
+        /// `nf_conntrack_netlink`): without it `nfqnl_recv_config` refuses
+        /// the flag (`EOPNOTSUPP`, after trying to load the module), and the
+        /// bind fails with [`Error::Config`](crate::Error::Config). Packets
+        /// without a conntrack entry (untracked) come without the
+        /// attributes. The flag is not needed for the conntrack changes of a
+        /// verdict ([`Verdict::with_connmark`](crate::Verdict::with_connmark)),
+        /// but they need the same glue, so a bind with the flag is the way
+        /// to find out whether the kernel has it (`nfq-doctor` does).
         const CONNTRACK = sys::NFQA_CFG_F_CONNTRACK;
         /// Deliver GSO super-packets whole instead of segmenting them first.
         const GSO = sys::NFQA_CFG_F_GSO;

@@ -55,7 +55,10 @@ pub enum Error {
     },
 
     /// The kernel rejected a configuration request.
-    #[error("configuring queue {queue} ({what}) failed: {source}")]
+    #[error(
+        "configuring queue {queue} ({what}) failed: {source}{}",
+        config_hint(what, source)
+    )]
     Config {
         /// The queue number.
         queue: u16,
@@ -205,6 +208,31 @@ fn hint(err: &io::Error) -> &'static str {
     }
 }
 
+/// What to do when the kernel has no queue subsystem, in the words of both
+/// the bind error and `nfq-doctor`.
+pub(crate) const NFNETLINK_QUEUE_FIX: &str =
+    "load nfnetlink_queue (modprobe nfnetlink_queue; CONFIG_NETFILTER_NETLINK_QUEUE)";
+
+/// What a refused configuration most likely means, in the words `nfq-doctor`
+/// uses for the same finding.
+fn config_hint(what: &str, err: &io::Error) -> &'static str {
+    match (what, err.raw_os_error()) {
+        // nfnetlink_rcv_msg answers EINVAL for a subsystem it does not have
+        // (after trying to load it), and a bind sends nothing else it could
+        // refuse that way.
+        ("bind", Some(libc::EINVAL)) => {
+            " (the kernel has no queue subsystem: load nfnetlink_queue (modprobe \
+             nfnetlink_queue; CONFIG_NETFILTER_NETLINK_QUEUE))"
+        }
+        ("flags", Some(libc::EOPNOTSUPP)) => {
+            " (this kernel lacks a queue flag: CONNTRACK needs the conntrack glue, \
+             CONFIG_NETFILTER_NETLINK_GLUE_CT in nf_conntrack_netlink; SECCTX needs \
+             CONFIG_NETWORK_SECMARK; nfq-doctor tells which)"
+        }
+        _ => "",
+    }
+}
+
 impl Error {
     /// An [`Error::Sys`] from the current `errno`.
     pub(crate) fn last_os(op: &'static str) -> Self {
@@ -294,6 +322,16 @@ pub enum MalformedError {
         /// Bytes there are.
         got: usize,
     },
+    /// A value has a length other than the one its attribute has.
+    #[error("{what} has {got} bytes, expected {expected}")]
+    Length {
+        /// The attribute.
+        what: &'static str,
+        /// Bytes it has when well formed.
+        expected: usize,
+        /// Bytes there are.
+        got: usize,
+    },
     /// A packet message lacks its `NFQA_PACKET_HDR` attribute.
     #[error("packet message without NFQA_PACKET_HDR")]
     MissingPacketHeader,
@@ -310,6 +348,30 @@ pub enum MalformedError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused configuration names its likely cause in the doctor's words.
+    #[test]
+    fn refused_configurations_name_the_missing_piece() {
+        let config = |what, errno| {
+            Error::Config {
+                queue: 2,
+                what,
+                source: io::Error::from_raw_os_error(errno),
+            }
+            .to_string()
+        };
+        let flags = config("flags", libc::EOPNOTSUPP);
+        assert!(
+            flags.contains("CONFIG_NETFILTER_NETLINK_GLUE_CT"),
+            "{flags}"
+        );
+        let bind = config("bind", libc::EINVAL);
+        assert!(bind.contains(NFNETLINK_QUEUE_FIX), "{bind}");
+        assert_eq!(
+            config("configure", libc::EINVAL),
+            "configuring queue 2 (configure) failed: Invalid argument (os error 22)"
+        );
+    }
 
     #[test]
     fn io_errors_keep_the_kind_and_the_errno() {

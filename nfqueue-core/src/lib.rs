@@ -33,7 +33,9 @@ mod attr;
 mod batch;
 mod binding;
 mod config;
+mod conntrack;
 mod counter_set;
+mod ct_update;
 mod deadline;
 mod deferred;
 mod error;
@@ -58,6 +60,7 @@ mod view;
 // of their own, which needs no queue and no C; its docs are this module's.
 #[doc(inline)]
 pub use nfqueue_net as net;
+pub mod doctor;
 pub mod prometheus;
 
 #[cfg(feature = "tokio")]
@@ -66,6 +69,8 @@ pub use attr::{Attribute, Attributes};
 pub use batch::VerdictBatch;
 pub use binding::{Binding, PacketKey};
 pub use config::{CopyMode, QueueConfig, QueueFlags, DEFAULT_MAX_LEN, MAX_COPY_RANGE};
+pub use conntrack::{Conntrack, CtIcmp, CtLabels, CtState, CtStatus, CtTuple, CT_LABELS_LEN};
+pub use ct_update::CtUpdate;
 pub use deadline::Deadline;
 pub use deferred::{OwnedPacket, PendingVerdict};
 pub use error::{Error, MalformedError, Result};

@@ -1,6 +1,8 @@
 //! Verdicts and their encoding as netlink messages.
 
 use crate::attr::{align4, NLA_HDRLEN};
+use crate::conntrack::CtLabels;
+use crate::ct_update::{self, CtUpdate};
 use crate::error::{Error, Result};
 use crate::message::{MSG_VERDICT, MSG_VERDICT_BATCH, NFGENMSG_LEN, NLMSG_HDRLEN};
 use nfqueue_sys as sys;
@@ -85,9 +87,10 @@ impl VerdictKind {
     }
 }
 
-/// A verdict: what happens to the packet, and optionally a new mark and a new
+/// A verdict: what happens to the packet, and optionally a new mark, a new
 /// payload (which replaces the whole packet from its IP header on; the kernel
-/// does not fix checksums).
+/// does not fix checksums) and changes to the packet's conntrack entry (its
+/// connection mark and labels).
 ///
 /// ```
 /// use nfqueue_core::{Verdict, VerdictKind};
@@ -105,6 +108,8 @@ pub struct Verdict<'p> {
     /// once resolved, or for a whole mark.
     mark_mask: Option<u32>,
     payload: Option<Cow<'p, [u8]>>,
+    /// Boxed: rare, and a verdict without it stays as small as before.
+    conntrack: Option<Box<CtUpdate>>,
 }
 
 impl<'p> Verdict<'p> {
@@ -115,6 +120,7 @@ impl<'p> Verdict<'p> {
             mark: None,
             mark_mask: None,
             payload: None,
+            conntrack: None,
         }
     }
 
@@ -199,6 +205,98 @@ impl<'p> Verdict<'p> {
         self
     }
 
+    /// Sets the connection mark (`ct->mark`, what `-m connmark --mark` and
+    /// nft's `ct mark` match) of the packet's conntrack entry along with the
+    /// verdict, so that later packets of the connection can be told apart,
+    /// or kept out of the queue, by a rule before the queue rule:
+    /// `iptables -A INPUT -m connmark --mark 0x10 -j ACCEPT` (nft: `ct mark
+    /// 0x10 accept`).
+    ///
+    /// ```
+    /// use nfqueue_core::Verdict;
+    ///
+    /// let verdict = Verdict::accept().with_connmark(0x10);
+    /// assert_eq!(verdict.conntrack().unwrap().mark(), Some((0x10, u32::MAX)));
+    /// ```
+    ///
+    /// It goes as the verdict's `NFQA_CT` nest (`CTA_MARK`), which the kernel
+    /// applies (`nfqnl_recv_verdict` in net/netfilter/nfnetlink_queue.c, then
+    /// `ctnetlink_glue_parse` in net/netfilter/nf_conntrack_netlink.c) only
+    /// when all of these hold; otherwise the verdict itself is carried out
+    /// and the conntrack change is left out without an error:
+    /// - the kernel has the conntrack glue, `CONFIG_NETFILTER_NETLINK_GLUE_CT`
+    ///   (the `nfnl_ct_hook` that `nf_conntrack_netlink` registers), and
+    ///   `CONFIG_NF_CONNTRACK_MARK`. The queue need not be bound with
+    ///   [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK), but a bind
+    ///   with that flag fails with `EOPNOTSUPP` exactly when the glue is
+    ///   missing: `nfq-doctor` tells;
+    /// - the packet has a conntrack entry (not one `NOTRACK` exempted);
+    /// - every other part of the nest applies: the kernel applies labels
+    ///   before the mark and stops at the first failure, so a label change
+    ///   that fails (see [`with_ct_labels`](Self::with_ct_labels)) takes the
+    ///   mark with it.
+    ///
+    /// A batch verdict cannot carry it (`nfqa_verdict_batch_policy` knows
+    /// only `NFQA_VERDICT_HDR` and `NFQA_MARK`): such a verdict goes out as
+    /// a verdict of its own, from [`VerdictBatch::push`](crate::VerdictBatch::push)
+    /// and the dispatcher alike.
+    pub fn with_connmark(self, mark: u32) -> Self {
+        self.with_connmark_masked(mark, u32::MAX)
+    }
+
+    /// Sets only the bits of `mask` of the connection mark, to those of
+    /// `value`, and keeps the others (`CTA_MARK` with `CTA_MARK_MASK`: the
+    /// kernel computes `(ct->mark & ~mask) ^ mark`, and the value is masked
+    /// here first). As [`with_connmark`](Self::with_connmark) otherwise.
+    ///
+    /// ```
+    /// use nfqueue_core::Verdict;
+    ///
+    /// let verdict = Verdict::accept().with_connmark_masked(0x1234, 0xff00);
+    /// assert_eq!(verdict.conntrack().unwrap().mark(), Some((0x1200, 0xff00)));
+    /// ```
+    pub fn with_connmark_masked(mut self, value: u32, mask: u32) -> Self {
+        self.conntrack
+            .get_or_insert_with(Box::default)
+            .set_mark(value, mask);
+        self
+    }
+
+    /// Sets the connection labels of `mask` (`-m connlabel --label N`, nft's
+    /// `ct label`) to those of `labels`, and keeps the others
+    /// ([`CtLabels::ALL`] as the mask replaces them all). Sent as
+    /// `CTA_LABELS` and `CTA_LABELS_MASK` in the verdict's `NFQA_CT` nest,
+    /// and applied when [`with_connmark`](Self::with_connmark) says, and
+    /// only if the entry has room for labels: the kernel gives an entry
+    /// labels only while some rule of its network namespace uses them (an
+    /// `-m connlabel` or nft `ct label` rule when the connection began);
+    /// otherwise `nf_connlabels_replace` fails with `ENOSPC`, and a connection
+    /// mark of the same verdict is not set either.
+    ///
+    /// ```
+    /// use nfqueue_core::{CtLabels, Verdict};
+    ///
+    /// let label = CtLabels::EMPTY.with_bit(5);
+    /// let verdict = Verdict::accept().with_ct_labels(label, label);
+    /// assert_eq!(verdict.conntrack().unwrap().labels(), Some((label, label)));
+    /// ```
+    pub fn with_ct_labels(
+        mut self,
+        labels: impl Into<CtLabels>,
+        mask: impl Into<CtLabels>,
+    ) -> Self {
+        self.conntrack
+            .get_or_insert_with(Box::default)
+            .set_labels(labels.into(), mask.into());
+        self
+    }
+
+    /// The changes to the packet's conntrack entry set with the verdict, if
+    /// any.
+    pub fn conntrack(&self) -> Option<&CtUpdate> {
+        self.conntrack.as_deref()
+    }
+
     /// What happens to the packet.
     pub fn kind(&self) -> VerdictKind {
         self.kind
@@ -271,6 +369,7 @@ impl<'p> Verdict<'p> {
             mark: self.mark,
             mark_mask: self.mark_mask,
             payload: self.payload.map(|p| Cow::Owned(p.into_owned())),
+            conntrack: self.conntrack,
         }
     }
 }
@@ -282,9 +381,14 @@ impl From<VerdictKind> for Verdict<'_> {
 }
 
 /// Bytes of a verdict message before its payload: netlink header, nfgenmsg,
-/// verdict header, mark, and the payload attribute's header.
-pub(crate) const HEADER_CAPACITY: usize =
-    NLMSG_HDRLEN + NFGENMSG_LEN + (NLA_HDRLEN + 8) + (NLA_HDRLEN + 4) + NLA_HDRLEN;
+/// verdict header, mark, the conntrack nest, and the payload attribute's
+/// header.
+pub(crate) const HEADER_CAPACITY: usize = NLMSG_HDRLEN
+    + NFGENMSG_LEN
+    + (NLA_HDRLEN + 8)
+    + (NLA_HDRLEN + 4)
+    + ct_update::MAX_ENCODED_LEN
+    + NLA_HDRLEN;
 
 /// Zero bytes that pad a payload to the netlink alignment.
 pub(crate) const PADDING: [u8; 3] = [0; 3];
@@ -320,6 +424,7 @@ pub(crate) fn encode_batch(
         mark,
         mark_mask: None,
         payload: None,
+        conntrack: None,
     };
     encode(queue, id, &verdict, true)
 }
@@ -338,6 +443,12 @@ pub(crate) fn encode(
     if batch && verdict.payload().is_some() {
         return Err(Error::InvalidArgument(
             "a batch verdict cannot carry a payload",
+        ));
+    }
+    // nfqa_verdict_batch_policy has no NFQA_CT: the kernel would ignore it.
+    if batch && verdict.conntrack().is_some() {
+        return Err(Error::InvalidArgument(
+            "a batch verdict cannot carry conntrack changes",
         ));
     }
     let mut out = EncodedHeader {
@@ -382,6 +493,9 @@ pub(crate) fn encode(
         );
         put(&mut out, &mark.to_be_bytes());
     }
+    if let Some(ct) = verdict.conntrack() {
+        ct.encode(&mut |bytes| put(&mut out, bytes));
+    }
     let mut total = out.len;
     if verdict.payload().is_some() {
         put(&mut out, &((NLA_HDRLEN + payload_len) as u16).to_ne_bytes());
@@ -418,6 +532,30 @@ mod tests {
             if let Some(mark) = verdict.mark() {
                 sys::nfq_nlmsg_verdict_put_mark(nlh, mark);
             }
+            // As libnetfilter_queue's example nf-queue.c sets a connmark:
+            // `nest = mnl_attr_nest_start(nlh, NFQA_CT);
+            //  mnl_attr_put_u32(nlh, CTA_MARK, htonl(42));
+            //  mnl_attr_nest_end(nlh, nest);`
+            if let Some(ct) = verdict.conntrack() {
+                use crate::conntrack::{CTA_LABELS, CTA_LABELS_MASK, CTA_MARK, CTA_MARK_MASK};
+                let nest = sys::mnl_attr_nest_start(nlh, sys::nfqnl_attr_type::NFQA_CT as u16);
+                if let Some((labels, mask)) = ct.labels() {
+                    let put = |kind, bytes: &[u8; 16]| {
+                        sys::mnl_attr_put(nlh, kind, 16, bytes.as_ptr().cast())
+                    };
+                    put(CTA_LABELS, labels.as_bytes());
+                    if mask != CtLabels::ALL {
+                        put(CTA_LABELS_MASK, mask.as_bytes());
+                    }
+                }
+                if let Some((mark, mask)) = ct.mark() {
+                    sys::mnl_attr_put_u32(nlh, CTA_MARK, mark.to_be());
+                    if mask != u32::MAX {
+                        sys::mnl_attr_put_u32(nlh, CTA_MARK_MASK, mask.to_be());
+                    }
+                }
+                sys::mnl_attr_nest_end(nlh, nest);
+            }
             if let Some(payload) = verdict.payload() {
                 sys::nfq_nlmsg_verdict_put_pkt(nlh, payload.as_ptr().cast(), payload.len() as u32);
             }
@@ -448,6 +586,22 @@ mod tests {
                 .with_mark(9)
                 .with_payload(&payload[..1000]),
             Verdict::accept().with_payload(vec![0x45; MAX_PAYLOAD]),
+            Verdict::accept().with_connmark(42),
+            Verdict::drop()
+                .with_mark(7)
+                .with_connmark_masked(0xabcd, 0x0ff0),
+            Verdict::accept().with_ct_labels(CtLabels::EMPTY.with_bit(3), CtLabels::ALL),
+            Verdict::queue(2, true)
+                .with_ct_labels([0xff; 16], CtLabels::EMPTY.with_bit(1).with_bit(127))
+                .with_connmark(1),
+            Verdict::accept()
+                .with_mark(9)
+                .with_connmark_masked(u32::MAX, 0xff)
+                .with_ct_labels(CtLabels::EMPTY.with_bit(64), CtLabels::EMPTY.with_bit(64))
+                .with_payload(&payload[..999]),
+            Verdict::accept()
+                .with_connmark_masked(0, 0)
+                .with_payload(vec![0x45; MAX_PAYLOAD]),
         ];
         for (n, verdict) in cases.iter().enumerate() {
             let ours = encode_whole(3, 1000 + n as u32, verdict);
@@ -475,6 +629,53 @@ mod tests {
             .with_payload(vec![0x45])
             .validate()
             .is_ok());
+    }
+
+    /// The conntrack nest as `ctnetlink_glue_parse` reads it: `NFQA_CT`
+    /// (11) with `NLA_F_NESTED`, `CTA_MARK` (8) as `ntohl(nla_get_be32(...))`,
+    /// `CTA_MARK_MASK` (21), `CTA_LABELS` (22) and `CTA_LABELS_MASK` (23) of
+    /// 16 bytes each (`NF_CT_LABELS_MAX_SIZE`, a multiple of 4 as
+    /// `ctnetlink_attach_labels` requires); values masked so that
+    /// `(old & ~mask) ^ value` keeps the bits outside the mask.
+    #[test]
+    fn the_conntrack_nest_is_laid_out_as_the_kernel_reads_it() {
+        let verdict = Verdict::accept()
+            .with_connmark_masked(0x1234_5678, 0x0000_ff00)
+            .with_ct_labels([0xff; 16], CtLabels::EMPTY.with_bit(0));
+        let bytes = encode_whole(0, 1, &verdict);
+        let ct = &bytes[16 + 4 + 12..];
+        let ne16 = |at: usize| u16::from_ne_bytes([ct[at], ct[at + 1]]);
+        assert_eq!(ne16(0) as usize, ct.len(), "the nest is the last attribute");
+        assert_eq!(ne16(0), 4 + 20 + 20 + 8 + 8);
+        assert_eq!(ne16(2), 11 | 0x8000);
+        assert_eq!((ne16(4), ne16(6)), (20, 22));
+        let mut first_label = [0u8; 16];
+        first_label[..].copy_from_slice(CtLabels::EMPTY.with_bit(0).as_bytes());
+        assert_eq!(&ct[8..24], &first_label, "labels masked");
+        assert_eq!((ne16(24), ne16(26)), (20, 23));
+        assert_eq!(&ct[28..44], &first_label);
+        assert_eq!((ne16(44), ne16(46)), (8, 8));
+        assert_eq!(&ct[48..52], &0x0000_5600u32.to_be_bytes(), "mark masked");
+        assert_eq!((ne16(52), ne16(54)), (8, 21));
+        assert_eq!(&ct[56..60], &0x0000_ff00u32.to_be_bytes());
+        // A full mask is left out: `(old & 0) ^ value` replaces them all.
+        let plain = encode_whole(0, 1, &Verdict::accept().with_connmark(5));
+        assert_eq!(&plain[32..], &[12, 0, 11, 0x80, 8, 0, 8, 0, 0, 0, 0, 5]);
+        let len = |v: &Verdict<'_>| encode(0, 1, v, false).unwrap().as_bytes().len();
+        assert_eq!(
+            len(&verdict.clone().with_mark(1).with_payload(vec![1])),
+            HEADER_CAPACITY,
+            "the largest header fits"
+        );
+    }
+
+    #[test]
+    fn a_batch_verdict_carries_no_conntrack_changes() {
+        let err = encode(0, 1, &Verdict::accept().with_connmark(1), true).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        let owned = Verdict::accept().with_connmark(3).into_owned();
+        assert_eq!(owned.conntrack().unwrap().mark(), Some((3, u32::MAX)));
+        assert!(Verdict::accept().conntrack().is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::attr::{be16, be32, be64, AttrIndex, Attribute, Attributes};
 use crate::binding::{Binding, PacketKey};
+use crate::conntrack::{Conntrack, CtState};
 use crate::error::MalformedError;
 use crate::ifname::{self, InterfaceName};
 use crate::message::{next_message, Message};
@@ -404,17 +405,40 @@ impl<'a> PacketView<'a> {
         self.get_be32(nfqa::NFQA_PRIORITY)
     }
 
-    /// The conntrack entry as nested `CTA_*` attributes (needs
-    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) and a tracked
-    /// connection).
+    /// The conntrack entry as nested `CTA_*` attributes, raw (needs
+    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK), a kernel
+    /// with the conntrack glue, and a tracked connection);
+    /// [`conntrack_view`](Self::conntrack_view) reads them.
     pub fn conntrack(&self) -> Option<&'a [u8]> {
         self.get(nfqa::NFQA_CT)
     }
 
-    /// The conntrack state (`enum ip_conntrack_info`: 0 established, 1 related,
-    /// 2 new, 3 established reply, ...).
+    /// The conntrack entry, read: tuples, state, status, mark, id, zone and
+    /// labels ([`Conntrack`]). `Ok(None)` when the packet came without one:
+    /// the queue was bound without
+    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK), or the packet
+    /// is not tracked (the raw table's `NOTRACK`, a protocol conntrack does
+    /// not follow).
+    ///
+    /// # Errors
+    /// [`MalformedError`] when the attribute's bytes are not a conntrack entry.
+    pub fn conntrack_view(&self) -> Result<Option<Conntrack<'a>>, MalformedError> {
+        self.conntrack()
+            .map(|raw| Conntrack::parse(raw, self.conntrack_info()))
+            .transpose()
+    }
+
+    /// The conntrack state as its number (`enum ip_conntrack_info`: 0
+    /// established, 1 related, 2 new, 3 established reply, 4 related reply);
+    /// [`conntrack_state`](Self::conntrack_state) names it.
     pub fn conntrack_info(&self) -> Option<u32> {
         self.get_be32(nfqa::NFQA_CT_INFO)
+    }
+
+    /// The conntrack state (`NFQA_CT_INFO`), as `-m conntrack --ctstate`
+    /// sees it.
+    pub fn conntrack_state(&self) -> Option<CtState> {
+        self.conntrack_info().map(CtState::from)
     }
 
     /// The conntrack expectation as nested attributes, when the packet has one.

@@ -159,11 +159,13 @@ impl Coalescer {
             let Some((_, Slot::Done(verdict))) = self.window.pop_front() else {
                 unreachable!("the front is done")
             };
-            let batchable = self.batches && verdict.payload().is_none();
+            // A batch verdict carries neither a payload nor conntrack changes
+            // (nfqa_verdict_batch_policy: NFQA_VERDICT_HDR and NFQA_MARK only).
+            let batchable = self.batches && fits_batch(&verdict);
             let key = (verdict.kind(), verdict.mark());
             let mut last = first;
             while let Some((id, Slot::Done(next))) = self.window.front() {
-                if !batchable || next.payload().is_some() || (next.kind(), next.mark()) != key {
+                if !batchable || !fits_batch(next) || (next.kind(), next.mark()) != key {
                     break;
                 }
                 last = *id;
@@ -203,6 +205,11 @@ impl Coalescer {
     fn push_single(&self, batch: &mut VerdictBatch, id: u32, verdict: Verdict<'static>) {
         push_single(batch, self.binding, id, verdict);
     }
+}
+
+/// Whether a batch verdict can say what `verdict` says.
+fn fits_batch(verdict: &Verdict<'_>) -> bool {
+    verdict.payload().is_none() && verdict.conntrack().is_none()
 }
 
 /// Adds one packet's verdict to `batch`. Verdicts come here validated; should
@@ -271,6 +278,41 @@ mod tests {
                 single_messages: 2
             }
         );
+    }
+
+    /// A batch verdict cannot carry the `NFQA_CT` nest: a verdict with
+    /// conntrack changes goes out on its own, like one with a payload, and
+    /// the runs around it stay batched.
+    #[test]
+    fn verdicts_with_conntrack_changes_go_out_on_their_own() {
+        let mut c = coalescer(1..=6);
+        for (id, v) in [
+            (1, Verdict::accept()),
+            (2, Verdict::accept()),
+            (3, Verdict::accept().with_connmark(7)),
+            (4, Verdict::accept().with_connmark(7)),
+            (5, Verdict::accept()),
+            (6, Verdict::accept()),
+        ] {
+            c.complete(id, v);
+        }
+        let mut batch = VerdictBatch::new();
+        let flushed = c.flush(&mut batch, false);
+        assert_eq!(
+            flushed,
+            Flushed {
+                batch_messages: 2,
+                single_messages: 2
+            }
+        );
+        // The nest is in the two single messages: NFQA_CT (11) with
+        // NLA_F_NESTED, after each message's verdict header.
+        let bytes = batch.to_bytes();
+        let nests = bytes
+            .windows(4)
+            .filter(|w| w[2..] == (11u16 | 0x8000).to_ne_bytes())
+            .count();
+        assert_eq!(nests, 2);
     }
 
     #[test]

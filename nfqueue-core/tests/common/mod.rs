@@ -1,9 +1,11 @@
 //! Shared set-up of the kernel tests: a namespace per test, rules, queues.
 #![allow(dead_code)]
 
+use nfqueue_core::doctor::{self, Feature, Group, Options, Report};
 use nfqueue_core::{Packet, Queue, QueueConfig};
-use nfqueue_testkit::{rules, traffic};
+use nfqueue_testkit::{rules, skip, traffic};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long a test waits for a packet that should come.
@@ -109,4 +111,29 @@ pub fn oracle_verdict(
         Decision::Queue { num, bypass } => Verdict::queue(num, bypass),
         Decision::Replace { packet } => Verdict::accept().with_payload(packet),
     }
+}
+
+/// What the doctor finds of the kernel here, found once per test binary (in
+/// throwaway namespaces of its own).
+pub fn doctor_report() -> &'static Report {
+    static REPORT: OnceLock<Report> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        let kernel = Feature::ALL
+            .into_iter()
+            .filter(|f| f.group() == Group::Kernel);
+        doctor::diagnose_with(&Options::default().only(kernel))
+    })
+}
+
+/// Whether the doctor says the kernel here has `feature`. When it does not
+/// (or could not tell), the calling test is reported `SKIPPED` with the
+/// doctor's reason, and must return: it is never counted as passed.
+pub fn kernel_has(feature: Feature) -> bool {
+    let report = doctor_report();
+    if report.why_not(feature).is_none() {
+        return true;
+    }
+    let detail = report.get(feature).map_or("not checked", |c| &c.detail);
+    skip::report(&format!("nfq-doctor: {feature}: {detail}"));
+    false
 }
