@@ -132,11 +132,19 @@ impl VerdictHandle {
     /// not an error here: the kernel reports it later, as
     /// [`Error::VerdictRejected`](crate::Error::VerdictRejected) from the receive call.
     pub fn verdict(&self, key: PacketKey, verdict: &Verdict<'_>) -> Result<()> {
-        let header = verdict::encode(key.queue(), key.id(), verdict, false)?;
         let current = self.shared.current();
         if !current.holds(key.binding()) {
             return Err(self.shared.stale(key));
         }
+        self.verdict_current(key, verdict)
+    }
+
+    /// [`verdict`](Self::verdict) for a packet whose binding is known to be
+    /// current, and to stay so until the send is done: one that borrows the
+    /// queue it came from, which cannot be unbound meanwhile (that takes
+    /// `&mut Queue`), and which alone can unbind its queues.
+    pub(crate) fn verdict_current(&self, key: PacketKey, verdict: &Verdict<'_>) -> Result<()> {
+        let header = verdict::encode(key.queue(), key.id(), verdict, false)?;
         let result = match verdict.payload() {
             None => self.shared.send(&[IoSlice::new(header.as_bytes())]),
             Some(payload) => self.shared.send(&[
@@ -216,16 +224,27 @@ impl VerdictHandle {
     /// Sends `kind` for a packet dropped without a verdict; a failure can only
     /// be counted, as this runs in `Drop` (a stale binding is counted as
     /// such, and nothing is sent).
-    pub(crate) fn unanswered_verdict(&self, key: PacketKey, kind: VerdictKind) {
-        if self.verdict(key, &Verdict::new(kind)).is_ok() {
+    pub(crate) fn unanswered_verdict(&self, key: PacketKey, kind: VerdictKind, checked: bool) {
+        if self.send(key, &Verdict::new(kind), checked).is_ok() {
             Counters::bump(&self.shared.counters.unanswered_verdicts);
         }
     }
 
     /// Drops a packet whose verdict could not be sent as given.
-    pub(crate) fn fallback_drop(&self, key: PacketKey) {
-        if self.verdict(key, &Verdict::drop()).is_ok() {
+    pub(crate) fn fallback_drop(&self, key: PacketKey, checked: bool) {
+        if self.send(key, &Verdict::drop(), checked).is_ok() {
             Counters::bump(&self.shared.counters.fallback_drops);
+        }
+    }
+
+    /// [`verdict`](Self::verdict), or [`verdict_current`](Self::verdict_current)
+    /// when the binding need not be `checked`.
+    #[inline]
+    pub(crate) fn send(&self, key: PacketKey, verdict: &Verdict<'_>, checked: bool) -> Result<()> {
+        if checked {
+            self.verdict(key, verdict)
+        } else {
+            self.verdict_current(key, verdict)
         }
     }
 }

@@ -395,10 +395,14 @@ impl Queue {
     /// a full receive buffer, [`Error::Malformed`] for a message that cannot be
     /// parsed (skipped). Otherwise [`Error::Sys`].
     pub fn recv(&mut self) -> Result<Packet<'_>> {
-        match self.next_packet(Wait::Until(None))? {
-            Some(packet) => Ok(packet),
-            None => unreachable!("a wait without deadline returns a packet or an error"),
-        }
+        // Without a deadline the wait ends with a packet or an error; no
+        // Option to go through (a packet is large to move).
+        let found = loop {
+            if let Some(found) = self.next_found(Wait::Until(None))? {
+                break found;
+            }
+        };
+        self.packet_at(found)
     }
 
     /// Waits at most `timeout` for the next packet; `Ok(None)` when none came.
@@ -741,9 +745,11 @@ fn admit<'a>(
     match PacketView::parse_with_names(bound.binding, attrs, Some(names)) {
         Ok(view) => {
             Counters::bump_receive(&counters.packets);
-            let claim = match (bound.deadline, handle.shared.deadlines.get()) {
-                (true, Some(watch)) => watch.hand_out(view.key(), Instant::now()),
-                _ => None,
+            let claim = if bound.deadline {
+                let watch = handle.shared.deadlines.get();
+                watch.and_then(|watch| watch.hand_out(view.key(), Instant::now()))
+            } else {
+                None
             };
             Ok(Packet::new(view, handle, bound.unanswered, claim))
         }

@@ -26,8 +26,11 @@ enum OnDrop {
 
 /// The right to give the packet `key` names its verdict, through a
 /// [`VerdictHandle`] borrowed (`H = &VerdictHandle`) or owned. It lapses
-/// with the binding the packet came through: then nothing is sent.
-pub(crate) struct VerdictRight<H: Borrow<VerdictHandle>> {
+/// with the binding the packet came through: then nothing is sent. A right
+/// with a borrowed handle borrows the queue itself, which cannot be unbound
+/// while it lives, so its sends need no check of the binding; an owned one's
+/// do.
+pub(crate) struct VerdictRight<H: Handle> {
     handle: H,
     key: PacketKey,
     /// The mark the packet came with, for verdicts that set some of its bits.
@@ -38,7 +41,24 @@ pub(crate) struct VerdictRight<H: Borrow<VerdictHandle>> {
     on_drop: OnDrop,
 }
 
-impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
+/// How a right holds its [`VerdictHandle`], and whether its sends must check
+/// the binding.
+pub(crate) trait Handle: Borrow<VerdictHandle> {
+    /// True for a right that does not borrow its queue.
+    const CHECKED: bool;
+}
+
+/// A right of a [`Packet`](crate::Packet): it borrows the queue.
+impl Handle for &VerdictHandle {
+    const CHECKED: bool = false;
+}
+
+/// A right of a deferred packet: the queue may be unbound meanwhile.
+impl Handle for VerdictHandle {
+    const CHECKED: bool = true;
+}
+
+impl<H: Handle> VerdictRight<H> {
     pub(crate) fn new(
         handle: H,
         key: PacketKey,
@@ -93,7 +113,7 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
                 &resolved
             }
         };
-        match self.handle.borrow().verdict(self.key, verdict) {
+        match self.handle.borrow().send(self.key, verdict, H::CHECKED) {
             Ok(()) => {
                 self.on_drop = OnDrop::Nothing;
                 Ok(())
@@ -132,8 +152,21 @@ impl<H: Borrow<VerdictHandle>> VerdictRight<H> {
     }
 }
 
-impl<H: Borrow<VerdictHandle>> Drop for VerdictRight<H> {
+impl<H: Handle> Drop for VerdictRight<H> {
+    #[inline]
     fn drop(&mut self) {
+        // Given its verdict: the usual case, kept small enough to inline.
+        if !matches!(self.on_drop, OnDrop::Nothing) {
+            self.answer_for_the_packet();
+        }
+    }
+}
+
+impl<H: Handle> VerdictRight<H> {
+    /// Dropped without a verdict sent: the unanswered verdict, or the
+    /// fallback drop, unless the deadline gave one.
+    #[cold]
+    fn answer_for_the_packet(&mut self) {
         let handle = self.handle.borrow();
         match self.on_drop {
             OnDrop::Nothing => {}
@@ -141,13 +174,13 @@ impl<H: Borrow<VerdictHandle>> Drop for VerdictRight<H> {
                 // The deadline gave its verdict.
                 Counters::bump(&handle.shared.counters.late_verdicts);
             }
-            OnDrop::Unanswered(kind) => handle.unanswered_verdict(self.key, kind),
-            OnDrop::Fallback => handle.fallback_drop(self.key),
+            OnDrop::Unanswered(kind) => handle.unanswered_verdict(self.key, kind, H::CHECKED),
+            OnDrop::Fallback => handle.fallback_drop(self.key, H::CHECKED),
         }
     }
 }
 
-impl<H: Borrow<VerdictHandle>> fmt::Debug for VerdictRight<H> {
+impl<H: Handle> fmt::Debug for VerdictRight<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerdictRight")
             .field("key", &self.key)
