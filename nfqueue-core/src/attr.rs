@@ -84,30 +84,30 @@ const FAR: u16 = u16::MAX - 1;
 /// wins), built in one pass without allocating. It holds offsets, not
 /// references, so that it can be kept beside an owned copy of the bytes.
 ///
-/// It is small, as it is copied with every packet view: 16-bit offsets and
-/// lengths (an attribute's length is 16 bits anyway). Only an attribute after
-/// a payload of nearly 64 KiB starts further out; it is marked, and found by a
-/// walk of the attributes.
+/// It is small, as it is moved with every packet: a 16-bit offset per kind,
+/// of the attribute's header, whose length field (checked when the index was
+/// made) gives the value's end. Only an attribute after a payload of nearly
+/// 64 KiB starts further out; it is marked, and found by a walk of the
+/// attributes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttrIndex {
-    /// Start and length of each kind's value; `ABSENT` or `FAR` as start.
-    slots: [(u16, u16); TABLE_SIZE],
+    /// Where each kind's attribute header starts; `ABSENT` or `FAR`.
+    slots: [u16; TABLE_SIZE],
 }
 
 impl AttrIndex {
     /// Indexes every attribute of `bytes`, failing on the first malformed one.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self, MalformedError> {
         let mut index = AttrIndex {
-            slots: [(ABSENT, 0); TABLE_SIZE],
+            slots: [ABSENT; TABLE_SIZE],
         };
         for attr in Attributes::new(bytes) {
             let attr = attr?;
             if let Some(slot) = index.slots.get_mut(usize::from(attr.kind)) {
-                let start = attr.value.as_ptr() as usize - bytes.as_ptr() as usize;
+                let start = attr.value.as_ptr() as usize - NLA_HDRLEN - bytes.as_ptr() as usize;
                 *slot = match u16::try_from(start) {
-                    // The length came from a 16-bit field.
-                    Ok(start) if start < FAR => (start, attr.value.len() as u16),
-                    _ => (FAR, 0),
+                    Ok(start) if start < FAR => start,
+                    _ => FAR,
                 };
             }
         }
@@ -119,13 +119,18 @@ impl AttrIndex {
     #[inline]
     pub(crate) fn get<'a>(&self, bytes: &'a [u8], kind: u32) -> Option<&'a [u8]> {
         match *self.slots.get(kind as usize)? {
-            (ABSENT, _) => None,
-            (FAR, _) => Attributes::new(bytes)
+            ABSENT => None,
+            FAR => Attributes::new(bytes)
                 .filter_map(Result::ok)
                 .filter(|a| u32::from(a.kind) == kind)
                 .last()
                 .map(|a| a.value),
-            (start, len) => bytes.get(usize::from(start)..usize::from(start) + usize::from(len)),
+            start => {
+                let start = usize::from(start);
+                let header = bytes.get(start..start + NLA_HDRLEN)?;
+                let len = usize::from(u16::from_ne_bytes([header[0], header[1]]));
+                bytes.get(start + NLA_HDRLEN..start + len)
+            }
         }
     }
 }
@@ -251,7 +256,7 @@ mod tests {
         bytes.extend(attr(3, &[1, 2, 3, 4]));
         let index = AttrIndex::parse(&bytes).unwrap();
         assert_eq!(index.get(&bytes, 10).map(<[u8]>::len), Some(65_531));
-        assert_eq!(index.slots[3].0, FAR);
+        assert_eq!(index.slots[3], FAR);
         assert_eq!(index.get(&bytes, 3).and_then(be32), Some(0x01020304));
         assert_eq!(index.get(&bytes, 4), None);
     }

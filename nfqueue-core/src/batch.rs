@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::handle::VerdictHandle;
 use crate::retry;
 use crate::stats::Counters;
-use crate::verdict::{self, EncodedHeader, Verdict, VerdictKind, PADDING};
+use crate::verdict::{self, EncodedHeader, Verdict, VerdictKind};
 use std::io::IoSlice;
 
 /// Most iovecs handed to one `sendmsg` (the kernel's limit, UIO_MAXIOV, is 1024).
@@ -25,15 +25,15 @@ struct Entry {
 }
 
 impl Entry {
+    /// The pieces of this message, in order (up to four).
+    fn parts(&self) -> ([&[u8]; 4], usize) {
+        self.header.parts(self.payload.as_deref())
+    }
+
     /// Bytes and iovecs this message takes in a datagram.
     fn size(&self) -> (usize, usize) {
-        match &self.payload {
-            None => (self.header.as_bytes().len(), 1),
-            Some(p) => (
-                self.header.as_bytes().len() + p.len() + self.header.padding,
-                3,
-            ),
-        }
+        let (parts, used) = self.parts();
+        (parts[..used].iter().map(|p| p.len()).sum(), used)
     }
 }
 
@@ -147,11 +147,8 @@ impl VerdictBatch {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for entry in &self.entries {
-            out.extend_from_slice(entry.header.as_bytes());
-            if let Some(payload) = &entry.payload {
-                out.extend_from_slice(payload);
-                out.extend_from_slice(&PADDING[..entry.header.padding]);
-            }
+            let (parts, used) = entry.parts();
+            parts[..used].iter().for_each(|part| out.extend_from_slice(part));
         }
         out
     }
@@ -266,12 +263,10 @@ impl VerdictHandle {
         let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
         let mut used = 0;
         for entry in entries {
-            iov[used] = IoSlice::new(entry.header.as_bytes());
-            used += 1;
-            if let Some(payload) = &entry.payload {
-                iov[used] = IoSlice::new(payload);
-                iov[used + 1] = IoSlice::new(&PADDING[..entry.header.padding]);
-                used += 2;
+            let (parts, n) = entry.parts();
+            for part in &parts[..n] {
+                iov[used] = IoSlice::new(part);
+                used += 1;
             }
         }
         let result = self.shared.send(&iov[..used]);

@@ -29,11 +29,6 @@ use nfqueue_sys as sys;
 /// reads the nest either way (`nla_parse_nested_deprecated`).
 const NLA_F_NESTED: u16 = 1 << 15;
 
-/// The most bytes the nest takes: its header, `CTA_MARK` and `CTA_MARK_MASK`
-/// (4-byte values), `CTA_LABELS` and `CTA_LABELS_MASK` (16 bytes each).
-pub(crate) const MAX_ENCODED_LEN: usize =
-    NLA_HDRLEN + 2 * (NLA_HDRLEN + 4) + 2 * (NLA_HDRLEN + CT_LABELS_LEN);
-
 /// Changes to the packet's conntrack entry that a verdict carries: see
 /// [`Verdict::with_connmark`](crate::Verdict::with_connmark) and
 /// [`Verdict::with_ct_labels`](crate::Verdict::with_ct_labels) for when the

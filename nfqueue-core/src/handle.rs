@@ -8,7 +8,7 @@ use crate::kernel_stats::KernelStatsReader;
 use crate::retry;
 use crate::socket::NetlinkSocket;
 use crate::stats::{Counters, Stats};
-use crate::verdict::{self, Verdict, VerdictKind, PADDING};
+use crate::verdict::{self, Verdict, VerdictKind};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, OnceLock};
@@ -145,14 +145,8 @@ impl VerdictHandle {
     /// `&mut Queue`), and which alone can unbind its queues.
     pub(crate) fn verdict_current(&self, key: PacketKey, verdict: &Verdict<'_>) -> Result<()> {
         let header = verdict::encode(key.queue(), key.id(), verdict, false)?;
-        let result = match verdict.payload() {
-            None => self.shared.send(&[IoSlice::new(header.as_bytes())]),
-            Some(payload) => self.shared.send(&[
-                IoSlice::new(header.as_bytes()),
-                IoSlice::new(payload),
-                IoSlice::new(&PADDING[..header.padding]),
-            ]),
-        };
+        let (parts, used) = header.parts(verdict.payload());
+        let result = self.shared.send(&parts.map(IoSlice::new)[..used]);
         self.count(result, &self.shared.counters.verdicts)
     }
 

@@ -2,7 +2,7 @@
 
 use crate::attr::{align4, NLA_HDRLEN};
 use crate::conntrack::CtLabels;
-use crate::ct_update::{self, CtUpdate};
+use crate::ct_update::CtUpdate;
 use crate::error::{Error, Result};
 use crate::message::{MSG_VERDICT, MSG_VERDICT_BATCH, NFGENMSG_LEN, NLMSG_HDRLEN};
 use nfqueue_sys as sys;
@@ -381,33 +381,51 @@ impl From<VerdictKind> for Verdict<'_> {
 }
 
 /// Bytes of a verdict message before its payload: netlink header, nfgenmsg,
-/// verdict header, mark, the conntrack nest, and the payload attribute's
-/// header.
-pub(crate) const HEADER_CAPACITY: usize = NLMSG_HDRLEN
-    + NFGENMSG_LEN
-    + (NLA_HDRLEN + 8)
-    + (NLA_HDRLEN + 4)
-    + ct_update::MAX_ENCODED_LEN
-    + NLA_HDRLEN;
+/// verdict header, mark, and the payload attribute's header. The conntrack
+/// nest, which few verdicts carry, follows the payload, in a buffer of its
+/// own, so that the header every verdict builds and moves stays small.
+pub(crate) const HEADER_CAPACITY: usize =
+    NLMSG_HDRLEN + NFGENMSG_LEN + (NLA_HDRLEN + 8) + (NLA_HDRLEN + 4) + NLA_HDRLEN;
 
 /// Zero bytes that pad a payload to the netlink alignment.
 pub(crate) const PADDING: [u8; 3] = [0; 3];
 
-/// The part of a verdict message that precedes the payload; the payload and
-/// `padding` bytes of [`PADDING`] follow it in the same datagram, so a payload is
-/// sent without being copied.
-#[derive(Debug, Clone, Copy)]
+/// A verdict message but its payload: the part that precedes the payload,
+/// then (the payload and `padding` bytes of [`PADDING`] follow it in the same
+/// datagram, so a payload is sent without being copied) the conntrack nest,
+/// if any (the kernel reads attributes in any order).
+#[derive(Debug, Clone)]
 pub(crate) struct EncodedHeader {
     bytes: [u8; HEADER_CAPACITY],
     len: usize,
     /// Bytes of padding after the payload.
     pub(crate) padding: usize,
+    /// The `NFQA_CT` nest, after the payload.
+    tail: Option<Box<[u8]>>,
 }
 
 impl EncodedHeader {
-    /// The encoded bytes.
+    /// The encoded bytes before the payload.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+
+    /// The pieces of the whole message, in order, with `payload` (the
+    /// verdict's, if any): up to four.
+    pub(crate) fn parts<'a>(&'a self, payload: Option<&'a [u8]>) -> ([&'a [u8]; 4], usize) {
+        let mut parts: [&[u8]; 4] = [&[]; 4];
+        parts[0] = self.as_bytes();
+        let mut used = 1;
+        if let Some(payload) = payload {
+            parts[1] = payload;
+            parts[2] = &PADDING[..self.padding];
+            used = 3;
+        }
+        if let Some(tail) = &self.tail {
+            parts[used] = tail;
+            used += 1;
+        }
+        (parts, used)
     }
 }
 
@@ -455,6 +473,7 @@ pub(crate) fn encode(
         bytes: [0; HEADER_CAPACITY],
         len: 0,
         padding: 0,
+        tail: None,
     };
     let put = |out: &mut EncodedHeader, bytes: &[u8]| {
         out.bytes[out.len..out.len + bytes.len()].copy_from_slice(bytes);
@@ -493,9 +512,6 @@ pub(crate) fn encode(
         );
         put(&mut out, &mark.to_be_bytes());
     }
-    if let Some(ct) = verdict.conntrack() {
-        ct.encode(&mut |bytes| put(&mut out, bytes));
-    }
     let mut total = out.len;
     if verdict.payload().is_some() {
         put(&mut out, &((NLA_HDRLEN + payload_len) as u16).to_ne_bytes());
@@ -505,6 +521,12 @@ pub(crate) fn encode(
         );
         total = out.len + align4(payload_len);
         out.padding = align4(payload_len) - payload_len;
+    }
+    if let Some(ct) = verdict.conntrack() {
+        let mut nest = Vec::with_capacity(ct.encoded_len());
+        ct.encode(&mut |bytes| nest.extend_from_slice(bytes));
+        total += nest.len();
+        out.tail = Some(nest.into_boxed_slice());
     }
     out.bytes[..4].copy_from_slice(&(total as u32).to_ne_bytes());
     Ok(out)
@@ -532,7 +554,12 @@ mod tests {
             if let Some(mark) = verdict.mark() {
                 sys::nfq_nlmsg_verdict_put_mark(nlh, mark);
             }
-            // As libnetfilter_queue's example nf-queue.c sets a connmark:
+            if let Some(payload) = verdict.payload() {
+                sys::nfq_nlmsg_verdict_put_pkt(nlh, payload.as_ptr().cast(), payload.len() as u32);
+            }
+            // The nest after the payload, where ours puts it (the kernel reads
+            // attributes in any order), as libnetfilter_queue's example
+            // nf-queue.c sets a connmark:
             // `nest = mnl_attr_nest_start(nlh, NFQA_CT);
             //  mnl_attr_put_u32(nlh, CTA_MARK, htonl(42));
             //  mnl_attr_nest_end(nlh, nest);`
@@ -556,19 +583,14 @@ mod tests {
                 }
                 sys::mnl_attr_nest_end(nlh, nest);
             }
-            if let Some(payload) = verdict.payload() {
-                sys::nfq_nlmsg_verdict_put_pkt(nlh, payload.as_ptr().cast(), payload.len() as u32);
-            }
             buf.0[..(*nlh).nlmsg_len as usize].to_vec()
         }
     }
 
     fn encode_whole(queue: u16, id: u32, verdict: &Verdict<'_>) -> Vec<u8> {
         let header = encode(queue, id, verdict, false).unwrap();
-        let mut out = header.as_bytes().to_vec();
-        out.extend_from_slice(verdict.payload().unwrap_or_default());
-        out.extend_from_slice(&PADDING[..header.padding]);
-        out
+        let (parts, used) = header.parts(verdict.payload());
+        parts[..used].concat()
     }
 
     #[test]
