@@ -30,6 +30,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::{self, ThreadId};
+use std::time::Instant;
 
 /// `COPY_NONE`: the kernel sends nothing of the packets.
 pub(crate) const COPY_NONE: u8 = 0;
@@ -553,6 +554,9 @@ impl NetfilterQueue {
         let this = slf.get();
         this.end_current();
         let block = this.state().running.is_some_and(|r| r.block);
+        // When the program's receive timeout runs out, as for its `recv`:
+        // counted from the first wait after a packet.
+        let mut deadline = None;
         loop {
             if this.waker.take() {
                 return Ok(None);
@@ -563,18 +567,23 @@ impl NetfilterQueue {
             // A failed send is counted, and tried again.
             let _ = this.verdicts.flush();
             if this.read_burst(py)? > 0 {
+                deadline = None;
                 continue;
             }
             if !block || wait::is_nonblocking(this.fd) {
                 return Ok(None);
             }
-            let timeout = wait::receive_timeout(this.fd);
-            let woken = wait::until_readable(py, this.fd, &this.waker, timeout)
+            if deadline.is_none() {
+                deadline = wait::receive_timeout(this.fd).map(|t| Instant::now() + t);
+            }
+            // A signal that came since Python last looked.
+            py.check_signals()?;
+            let woken = wait::until_readable(py, this.fd, &this.waker, deadline)
                 .map_err(|err| PyOSError::new_err((err.raw_os_error(), "recv failed")))?;
             match woken {
                 Woken::Readable | Woken::Stopped => {}
                 Woken::TimedOut => return Ok(None),
-                Woken::Interrupted => py.check_signals()?,
+                Woken::Signals => py.check_signals()?,
             }
         }
     }

@@ -200,9 +200,11 @@ impl Shared {
             }
             Flusher::NotStarted => {
                 let shared = Arc::clone(self);
-                let started = thread::Builder::new()
-                    .name("nfq-py-verdicts".into())
-                    .spawn(move || shared.run_flusher());
+                let started = without_signals(|| {
+                    thread::Builder::new()
+                        .name("nfq-py-verdicts".into())
+                        .spawn(move || shared.run_flusher())
+                });
                 c.flusher = match started {
                     Ok(_) => Flusher::Watching,
                     Err(_) => Flusher::Unavailable,
@@ -248,6 +250,7 @@ impl Shared {
         // Wake up when asked to, not up to 50 us later.
         // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+
         let mut c = self.collector();
         // After a deadline passes with nothing left to send, the flusher
         // watches one more interval before it goes idle, so that a steady
@@ -293,6 +296,26 @@ impl Shared {
             }
         }
     }
+}
+
+/// Runs `f` (which starts a thread) with every signal blocked, so that the
+/// thread starts with them blocked: the program's signals are for its own
+/// threads, and one that a thread of ours took would wake no wait of the
+/// program's (Python runs its handler only when the main thread looks).
+fn without_signals<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data that sigfillset/pthread_sigmask fill in;
+    // the calls change this thread's mask only, and it is put back below.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    let out = f();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    out
 }
 
 /// One `bind()` of a queue number: what its packets need to give their verdict.

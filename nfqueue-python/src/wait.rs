@@ -13,7 +13,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What `stop()` uses: an eventfd to wake a wait, and a flag that says why.
 /// Made with the queue, so that its number is taken before the program can
@@ -68,23 +68,35 @@ impl Waker {
 pub(crate) enum Woken {
     /// The socket is readable (or has an error to report, or was closed).
     Readable,
-    /// The program's receive timeout ran out: the reference's `EAGAIN`.
+    /// The deadline (the program's receive timeout) passed: the reference's
+    /// `EAGAIN`.
     TimedOut,
     /// `stop()` was used.
     Stopped,
-    /// A signal came: its Python handler is due.
-    Interrupted,
+    /// A signal came, or it is time to look for one: Python's handlers are
+    /// due.
+    Signals,
 }
 
+/// How often the main thread looks at Python's signals while it waits. A
+/// signal that comes just before the wait starts has had its C handler run
+/// already and does not interrupt it (the reference's blocking `recv` has the
+/// same window); this bounds how long its Python handler (Ctrl-C's) then
+/// waits. Other threads run no Python signal handlers and wait without it.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
 /// Waits, with the GIL released, until `fd` is readable, `waker` is used, a
-/// signal arrives or `timeout` passes (`None`: no limit).
+/// signal arrives (or, on the main thread, [`SIGNAL_CHECK`] passes) or
+/// `deadline` passes (`None`: no limit).
 pub(crate) fn until_readable(
     py: Python<'_>,
     fd: RawFd,
     waker: &Waker,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> io::Result<Woken> {
     let event = waker.event.as_raw_fd();
+    // SAFETY: getpid and gettid have no preconditions.
+    let main_thread = unsafe { libc::syscall(libc::SYS_gettid) == i64::from(libc::getpid()) };
     gil::detach(py, || loop {
         let mut fds = [
             libc::pollfd {
@@ -98,7 +110,14 @@ pub(crate) fn until_readable(
                 revents: 0,
             },
         ];
-        let limit = timeout.map(|t| libc::timespec {
+        let now = Instant::now();
+        let left = deadline.map(|d| d.saturating_duration_since(now));
+        let limit = match (left, main_thread) {
+            (Some(left), true) => Some(left.min(SIGNAL_CHECK)),
+            (None, true) => Some(SIGNAL_CHECK),
+            (left, false) => left,
+        };
+        let limit = limit.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
         });
@@ -111,12 +130,15 @@ pub(crate) fn until_readable(
         if rc < 0 {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
-                Some(libc::EINTR) => Ok(Woken::Interrupted),
+                Some(libc::EINTR) => Ok(Woken::Signals),
                 _ => Err(err),
             };
         }
         if rc == 0 {
-            return Ok(Woken::TimedOut);
+            return Ok(match deadline {
+                Some(deadline) if Instant::now() >= deadline => Woken::TimedOut,
+                _ => Woken::Signals,
+            });
         }
         if fds[1].revents != 0 {
             if waker.stopped.load(Ordering::Acquire) {
