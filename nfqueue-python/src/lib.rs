@@ -27,6 +27,7 @@
 //! GPL-2.0-or-later.
 #![warn(missing_docs)]
 
+mod dispatch;
 mod errors;
 mod gil;
 mod ints;

@@ -11,13 +11,14 @@
 //! released); `state` is only ever held briefly. Neither is waited for while
 //! the GIL is held, and `queue` is taken before `state` when both are.
 
+use crate::dispatch::Packets;
 use crate::errors;
 use crate::gil;
 use crate::ints::{self, IntArg};
 use crate::packet::Packet;
 use crate::received::Received;
 use crate::verdicts::{Binding, Mode, Verdicts};
-use crate::wait::{self, Waker, Woken};
+use crate::wait::Waker;
 use nfqueue_core::{
     CopyMode, Error as CoreError, Queue, QueueConfig, QueueFlags, BURST_LEN, MAX_COPY_RANGE,
 };
@@ -28,9 +29,9 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::{self, ThreadId};
-use std::time::Instant;
 
 /// `COPY_NONE`: the kernel sends nothing of the packets.
 pub(crate) const COPY_NONE: u8 = 0;
@@ -63,22 +64,35 @@ pub(crate) struct NetfilterQueue {
     verdicts: Arc<Verdicts>,
     waker: Waker,
     fd: RawFd,
+    /// Changes, with the queue lock held, whenever a queue is bound or
+    /// unbound: a loop serving one binding sees that it is over.
+    generation: AtomicU64,
+    /// Packets read but not handed out before their queue was unbound (the
+    /// kernel dropped them then).
+    stale: AtomicU64,
 }
 
 /// The socket's receive side.
 struct QueueSide {
     queue: Queue,
-    /// Packets read but not handed to the callback yet: the rest of a burst.
+    /// Packets read but not handed to the callback, kept for the next loop:
+    /// the rest of a burst whose callback raised, or that `stop()` ended.
     pending: VecDeque<Received>,
-    /// Packets read but not handed out before their queue was unbound (the
-    /// kernel dropped them then).
-    stale: u64,
+}
+
+/// What [`NetfilterQueue::refill`] did.
+pub(crate) enum Refill {
+    /// Read this many packets (0: none was waiting).
+    Read(usize),
+    /// The queue was bound or unbound since the loop began.
+    Rebound,
 }
 
 struct State {
     bound: Option<BoundQueue>,
     running: Option<Running>,
-    /// The packet whose callback runs now: its payload goes when it returns.
+    /// The packet whose callback `run_socket()` runs now: its payload goes
+    /// when it returns (`run()`'s is its iterator's).
     current: Option<Py<Packet>>,
     /// Overflows (`ENOBUFS`) that `run_socket()` read from the caller's socket.
     socket_overflows: u64,
@@ -133,6 +147,7 @@ impl NetfilterQueue {
             let bound = {
                 let mut state = self.state();
                 let bound = state.bound.take()?;
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 bound.binding.mark_unbound();
                 if state.running.is_some_and(|r| r.thread != me && !r.socket) {
                     self.waker.stop();
@@ -143,7 +158,7 @@ impl NetfilterQueue {
             let _ = self.verdicts.flush();
             let _ = side.queue.unbind(bound.binding.queue());
             self.verdicts.discard_unsent();
-            side.stale += side.pending.len() as u64;
+            self.count_stale(side.pending.len());
             side.pending.clear();
             Some(bound)
         });
@@ -160,32 +175,8 @@ impl NetfilterQueue {
         }
     }
 
-    /// The next packet read already, as the callback gets it; `None` when none
-    /// is left. Packets of an ended binding are skipped (the kernel dropped
-    /// them), and so are packets of a queue bound with callback None, which
-    /// the reference ignores.
-    fn next_pending<'py>(&self, slf: &Bound<'py, Self>) -> PyResult<Dispatch<'py>> {
-        let py = slf.py();
-        loop {
-            let Some(received) = lock_detached(py, &self.queue).pending.pop_front() else {
-                return Ok(None);
-            };
-            let (binding, callback) = {
-                let state = self.state();
-                match &state.bound {
-                    Some(b) if received.binding == Some(b.binding.core()) => {
-                        (b.binding.clone(), b.callback.clone_ref(py))
-                    }
-                    _ => continue,
-                }
-            };
-            if let Some(dispatch) = self.dispatch(slf, received, binding, callback)? {
-                return Ok(Some(dispatch));
-            }
-        }
-    }
-
-    /// Makes the packet for `callback`, and remembers it as the current one.
+    /// Makes the packet for `callback` (of `run_socket()`), and remembers it as
+    /// the current one.
     fn dispatch<'py>(
         &self,
         slf: &Bound<'py, Self>,
@@ -202,17 +193,69 @@ impl NetfilterQueue {
         Ok(Some((callback, packet)))
     }
 
-    /// Reads what is waiting, up to a burst, without blocking; how many
-    /// packets that was.
-    fn read_burst(&self, py: Python<'_>) -> PyResult<usize> {
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    pub(crate) fn verdicts(&self) -> &Verdicts {
+        &self.verdicts
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The binding generation (see the field).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Counts packets dropped unhandled because their binding ended.
+    pub(crate) fn count_stale(&self, packets: usize) {
+        if packets > 0 {
+            self.stale.fetch_add(packets as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Fills `local` (empty) for a loop of binding generation `generation`:
+    /// with the packets an earlier loop left, else with what is waiting in
+    /// the socket, up to a burst, without blocking.
+    pub(crate) fn refill(
+        &self,
+        py: Python<'_>,
+        generation: u64,
+        local: &mut VecDeque<Received>,
+    ) -> PyResult<Refill> {
         let mut side = lock_detached(py, &self.queue);
-        let QueueSide { queue, pending, .. } = &mut *side;
-        queue
+        if self.generation() != generation {
+            return Ok(Refill::Rebound);
+        }
+        if !side.pending.is_empty() {
+            std::mem::swap(local, &mut side.pending);
+            return Ok(Refill::Read(local.len()));
+        }
+        side.queue
             .recv_burst(BURST_LEN, |packet| {
                 // The callback decides; an unverdicted packet stays queued.
-                pending.push_back(Received::copy(&packet.detach()));
+                local.push_back(Received::copy(&packet.detach()));
             })
+            .map(Refill::Read)
             .map_err(|err| errors::os_error_errno(py, "recv failed", &err))
+    }
+
+    /// Keeps `rest`, read by a loop of generation `generation` and not handed
+    /// out, for the next loop; stale when the queue was unbound since.
+    pub(crate) fn give_back(&self, py: Python<'_>, mut rest: VecDeque<Received>, generation: u64) {
+        if rest.is_empty() {
+            return;
+        }
+        let mut side = lock_detached(py, &self.queue);
+        if self.generation() != generation {
+            self.count_stale(rest.len());
+            return;
+        }
+        rest.append(&mut side.pending);
+        side.pending = rest;
     }
 
     /// Makes the socket readable, by asking the kernel for an empty answer:
@@ -303,8 +346,9 @@ impl NetfilterQueue {
             queue: Mutex::new(QueueSide {
                 queue,
                 pending: VecDeque::new(),
-                stale: 0,
             }),
+            generation: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
             state: Mutex::new(State {
                 bound: None,
                 running: None,
@@ -409,6 +453,7 @@ impl NetfilterQueue {
                 binding: Arc::new(Binding::new(core, verdicts)),
                 callback: user_callback,
             });
+            self.generation.fetch_add(1, Ordering::AcqRel);
             // The kernel caps a larger request itself.
             Ok(side
                 .queue
@@ -476,11 +521,11 @@ impl NetfilterQueue {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let ours = self.verdicts.stats();
         let queue = self.state().bound.as_ref().map(|b| b.binding.queue());
-        let (kernel, stale) = {
+        let kernel = {
             let side = lock_detached(py, &self.queue);
-            let kernel = queue.and_then(|q| side.queue.kernel_stats(q).ok().flatten());
-            (kernel, side.stale)
+            queue.and_then(|q| side.queue.kernel_stats(q).ok().flatten())
         };
+        let stale = self.stale.load(Ordering::Relaxed);
         let socket_overflows = self.state().socket_overflows;
         let dict = PyDict::new(py);
         dict.set_item("packets", ours.packets)?;
@@ -543,49 +588,20 @@ impl NetfilterQueue {
         Ok(true)
     }
 
-    /// The next packet for `run()`'s loop and its callback; `None` when the
-    /// loop is done. Ends the previous packet's callback. Before it reads more
-    /// (or waits), the verdicts given so far go out. A blocking loop waits
-    /// until a packet comes, `stop()`, a signal whose handler raises, or the
-    /// receive timeout the program set on the socket; it returns at once when
-    /// the program made the socket non-blocking.
-    fn _next<'py>(slf: &Bound<'py, Self>) -> PyResult<Dispatch<'py>> {
+    /// The packets of the binding bound now, for `run()`'s loop (see
+    /// `dispatch.rs`).
+    fn _packets(slf: &Bound<'_, Self>) -> Packets {
         let py = slf.py();
         let this = slf.get();
-        this.end_current();
-        let block = this.state().running.is_some_and(|r| r.block);
-        // When the program's receive timeout runs out, as for its `recv`:
-        // counted from the first wait after a packet.
-        let mut deadline = None;
-        loop {
-            if this.waker.take() {
-                return Ok(None);
-            }
-            if let Some(dispatch) = this.next_pending(slf)? {
-                return Ok(Some(dispatch));
-            }
-            // A failed send is counted, and tried again.
-            let _ = this.verdicts.flush();
-            if this.read_burst(py)? > 0 {
-                deadline = None;
-                continue;
-            }
-            if !block || wait::is_nonblocking(this.fd) {
-                return Ok(None);
-            }
-            if deadline.is_none() {
-                deadline = wait::receive_timeout(this.fd).map(|t| Instant::now() + t);
-            }
-            // A signal that came since Python last looked.
-            py.check_signals()?;
-            let woken = wait::until_readable(py, this.fd, &this.waker, deadline)
-                .map_err(|err| PyOSError::new_err((err.raw_os_error(), "recv failed")))?;
-            match woken {
-                Woken::Readable | Woken::Stopped => {}
-                Woken::TimedOut => return Ok(None),
-                Woken::Signals => py.check_signals()?,
-            }
-        }
+        let generation = this.generation();
+        let state = this.state();
+        let block = state.running.is_some_and(|r| r.block);
+        let bound = state
+            .bound
+            .as_ref()
+            .map(|b| (b.binding.clone(), b.callback.clone_ref(py)));
+        drop(state);
+        Packets::new(slf.clone().unbind(), bound, generation, block, py)
     }
 
     /// The packet in a datagram `run_socket()` read, and its callback; `None`
@@ -621,7 +637,11 @@ impl NetfilterQueue {
     /// Ends the loop: the current packet's callback, the verdicts given (sent
     /// now), a `stop()` meant for this loop. Packets read and not handed out
     /// wait for the next loop, and the socket is made readable for them.
-    fn _end(&self, py: Python<'_>) {
+    #[pyo3(signature = (packets))]
+    fn _end(&self, py: Python<'_>, packets: Option<PyRefMut<'_, Packets>>) {
+        if let Some(mut packets) = packets {
+            packets.close(self, py);
+        }
         self.end_current();
         // A failed send is counted, and tried again.
         let _ = self.verdicts.end();

@@ -52,16 +52,19 @@ class NetfilterQueue(_NativeQueue):
         """
         if not self._begin(bool(block), bool(batch), False):
             return
-        next_packet = self._next
+        packets = None
         try:
             while True:
-                got = next_packet()
-                if got is None:
+                # The packets of the binding bound now, for its callback; a
+                # new binding (a callback may unbind and bind) starts anew.
+                packets = self._packets()
+                callback = packets.callback
+                for packet in packets:
+                    callback(packet)
+                if packets.done:
                     return
-                callback, packet = got
-                callback(packet)
         finally:
-            self._end()
+            self._end(packets)
 
     def run_socket(self, s):
         """As run(), but reads with s.recv(), so that a library such as
@@ -92,7 +95,7 @@ class NetfilterQueue(_NativeQueue):
                         callback, packet = got
                         callback(packet)
         finally:
-            self._end()
+            self._end(None)
 
     # Tracebacks name the methods as the reference's do (programs and its
     # tests look for "NetfilterQueue.run").
