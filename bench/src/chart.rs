@@ -23,6 +23,7 @@ const COLORS: &[(&str, &str)] = &[
     ("dispatch-2q", "#8c564b"),
     ("py-reference", "#e377c2"),
     ("py-nfqueue", "#17becf"),
+    ("py-nfqueue-batch", "#9edae5"),
 ];
 
 fn color(consumer: &str) -> &'static str {

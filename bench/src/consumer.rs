@@ -24,25 +24,44 @@ const C_PROGRAMS: &[(&str, &[&str])] = &[
     ("udp_sender", &[]),
 ];
 
-/// The Python consumers (name, venv, description): the same script
-/// (`bench/nfq_python.py`), each from a venv (under the bench's output
-/// directory) that holds one of the two modules named `netfilterqueue`.
-const PYTHON: &[(&str, &str, &str)] = &[
-    (
-        "py-reference",
-        "venv-reference",
-        "Python, the reference package NetfilterQueue 1.1.0 from PyPI (bench/nfq_python.py)",
-    ),
-    (
-        "py-nfqueue",
-        "venv-nfqueue",
-        "Python, nfqueue-python: the same script on our module (bench/nfq_python.py)",
-    ),
+/// A Python consumer: the same script (`bench/nfq_python.py`) for all, each
+/// from a venv (under the bench's output directory) that holds one of the two
+/// modules named `netfilterqueue`.
+struct PythonConsumer {
+    name: &'static str,
+    venv: &'static str,
+    /// Arguments for the script before the queue number.
+    args: &'static [&'static str],
+    description: &'static str,
+}
+
+const PYTHON: &[PythonConsumer] = &[
+    PythonConsumer {
+        name: "py-reference",
+        venv: "venv-reference",
+        args: &[],
+        description:
+            "Python, the reference package NetfilterQueue 1.1.0 from PyPI (bench/nfq_python.py)",
+    },
+    PythonConsumer {
+        name: "py-nfqueue",
+        venv: "venv-nfqueue",
+        args: &[],
+        description: "Python, nfqueue-python: the same script on our module, by default each \
+                      verdict sent within 200 us (bench/nfq_python.py)",
+    },
+    PythonConsumer {
+        name: "py-nfqueue-batch",
+        venv: "venv-nfqueue",
+        args: &["--batch"],
+        description: "Python, nfqueue-python: the same script with run(batch=True), the \
+                      verdicts of a burst sent after its last callback (bench/nfq_python.py --batch)",
+    },
 ];
 
 /// Whether `name` is one of the Python consumers.
 pub fn is_python(name: &str) -> bool {
-    PYTHON.iter().any(|c| c.0 == name)
+    PYTHON.iter().any(|c| c.name == name)
 }
 
 /// A consumer: its program and arguments (the queue number comes last).
@@ -86,11 +105,14 @@ impl Programs {
     }
 
     pub fn consumer(&self, name: &'static str) -> Consumer {
-        if let Some((_, venv, _)) = PYTHON.iter().find(|c| c.0 == name) {
+        if let Some(python) = PYTHON.iter().find(|c| c.name == name) {
+            let script = self.path("nfq_python.py").display().to_string();
             return Consumer {
                 name,
-                program: self.dir.join("..").join(venv).join("bin/python"),
-                args: vec![self.path("nfq_python.py").display().to_string()],
+                program: self.dir.join("..").join(python.venv).join("bin/python"),
+                args: std::iter::once(script)
+                    .chain(python.args.iter().map(|a| a.to_string()))
+                    .collect(),
                 gso: false,
                 queues: 1,
             };
@@ -129,7 +151,10 @@ pub fn description(name: &str) -> &'static str {
         "dispatch-1" => "nfqueue Dispatcher, 1 worker, coalesced verdicts (examples/bench_dispatch --workers 1)",
         "dispatch-2" => "nfqueue Dispatcher, 2 workers, coalesced verdicts (examples/bench_dispatch --workers 2)",
         "dispatch-2q" => "nfqueue Dispatcher, 2 queues (rule: --queue-balance 0:1), handler on each receive thread (examples/bench_dispatch --workers 0 --queues 2)",
-        other => PYTHON.iter().find(|c| c.0 == other).map_or("", |c| c.2),
+        other => PYTHON
+            .iter()
+            .find(|c| c.name == other)
+            .map_or("", |c| c.description),
     }
 }
 
@@ -204,5 +229,17 @@ mod tests {
             assert!(!description(consumer).is_empty(), "{consumer}");
         }
         assert!(is_python("py-nfqueue") && !is_python("core"));
+    }
+
+    #[test]
+    fn the_python_consumers_run_one_script() {
+        let programs = Programs {
+            dir: PathBuf::from("bin"),
+        };
+        let script = |name| programs.consumer(name).args[0].clone();
+        assert_eq!(script("py-reference"), script("py-nfqueue"));
+        assert_eq!(script("py-nfqueue"), script("py-nfqueue-batch"));
+        assert!(script("py-nfqueue").ends_with("nfq_python.py"));
+        assert_eq!(programs.consumer("py-nfqueue-batch").args[1..], ["--batch"]);
     }
 }

@@ -33,11 +33,12 @@ pub const USAGE: &str =
                                    traffic without the queue
                                Consumers: c-classic c-batch core async nfq dispatch-0
                                dispatch-1 dispatch-2 dispatch-2q py-reference
-                               py-nfqueue (--consumer keeps each scenario's first,
-                               the baseline of its ratios). The UDP sender sends
-                               SEGMENTS datagrams per UDP GSO message (default 16;
-                               1: plain). --soak runs PACKETS through the Rust
-                               consumers instead and reports their RSS (soak.md);
+                               py-nfqueue py-nfqueue-batch (--consumer keeps each
+                               scenario's first, the baseline of its ratios). The
+                               UDP sender sends SEGMENTS datagrams per UDP GSO
+                               message (default 16; 1: plain). --soak runs PACKETS
+                               through the Rust consumers instead and reports their
+                               RSS (soak.md);
                                --callgrind counts each consumer's user-space
                                instructions per packet under valgrind instead, from
                                two runs of about PACKETS and 2 x PACKETS (callgrind.md)

@@ -53,6 +53,7 @@ pub const ALL: &[&str] = &[
     "dispatch-2",
     "py-reference",
     "py-nfqueue",
+    "py-nfqueue-batch",
 ];
 
 /// The consumers of the scaling scenarios: 1 worker (the baseline), 2 workers,

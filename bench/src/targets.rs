@@ -150,7 +150,7 @@ pub fn section(measured: &[Measured], points: &[LatencyPoint]) -> String {
                 Goal::AtLeast(coalescing),
             );
         }
-        let rows: [(&str, &str, &str, f64); 6] = [
+        let rows: [(&str, &str, &str, f64); 7] = [
             (
                 "dispatch-0",
                 "c-batch",
@@ -167,6 +167,12 @@ pub fn section(measured: &[Measured], points: &[LatencyPoint]) -> String {
             ("core", "nfq", "per packet, at or above the nfq crate", 1.0),
             ("async", "core", "async within 10% of sync", 0.9),
             ("py-nfqueue", "py-reference", "same script", 1.5),
+            (
+                "py-nfqueue-batch",
+                "py-reference",
+                "same script, run(batch=True)",
+                1.5,
+            ),
         ];
         for (a, b, label, target) in rows {
             check_pair(&mut c, measured, (name, a, b), label, Goal::AtLeast(target));

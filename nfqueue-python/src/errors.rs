@@ -1,6 +1,7 @@
 //! Python exceptions for the errors of nfqueue-core. Programs written for the
-//! reference package catch by type and match by message, so each one starts with
-//! the reference's text and goes on with what nfqueue-core knows.
+//! reference package catch by type and match by message, so an exception says
+//! exactly what the reference's says; what nfqueue-core knows besides (the
+//! errno, the reason, what to do) is its `__cause__`, an `OSError` of its own.
 
 use nfqueue_core::Error;
 use pyo3::exceptions::PyOSError;
@@ -22,31 +23,35 @@ fn errno(err: &Error) -> Option<i32> {
     }
 }
 
-/// `OSError("<prefix> <what nfqueue-core says>")`, with `errno` set as an
-/// attribute only: `str()` and `args` stay the plain message, as the reference's
-/// one-argument `OSError`s are.
-pub(crate) fn os_error(py: Python<'_>, prefix: &str, err: &Error) -> PyErr {
-    os_error_message(py, format!("{prefix} {}", capitalized(err)), errno(err))
-}
-
-/// `OSError(message)` with `errno` set as an attribute only.
-pub(crate) fn os_error_message(py: Python<'_>, message: String, errno: Option<i32>) -> PyErr {
-    let exc = PyOSError::new_err(message);
-    if let Some(errno) = errno {
-        // Setting an attribute of a fresh OSError cannot fail.
-        let _ = exc.value(py).setattr("errno", errno);
-    }
-    exc
-}
-
-/// `OSError(errno, "<prefix> <what nfqueue-core says>")`, the two-argument form
-/// the reference raises for failed system calls.
-pub(crate) fn os_error_errno(prefix: &str, err: &Error) -> PyErr {
-    let message = format!("{prefix} {}", capitalized(err));
+/// `OSError(errno, "<what nfqueue-core says>")`: the detail of an error.
+pub(crate) fn detail(err: &Error) -> PyErr {
+    let message = capitalized(err);
     match errno(err) {
         Some(errno) => PyOSError::new_err((errno, message)),
         None => PyOSError::new_err(message),
     }
+}
+
+/// `OSError(message)`, the one-argument form the reference raises (its `errno`
+/// is None), caused by the detail of `err`.
+pub(crate) fn os_error(py: Python<'_>, message: &str, err: &Error) -> PyErr {
+    caused(py, PyOSError::new_err(message.to_owned()), detail(err))
+}
+
+/// `OSError(errno, message)`, the two-argument form the reference raises for a
+/// failed system call, caused by the detail of `err`.
+pub(crate) fn os_error_errno(py: Python<'_>, message: &str, err: &Error) -> PyErr {
+    let exc = match errno(err) {
+        Some(errno) => PyOSError::new_err((errno, message.to_owned())),
+        None => PyOSError::new_err(message.to_owned()),
+    };
+    caused(py, exc, detail(err))
+}
+
+/// `exc` with `cause` as its `__cause__`.
+pub(crate) fn caused(py: Python<'_>, exc: PyErr, cause: PyErr) -> PyErr {
+    exc.set_cause(py, Some(cause));
+    exc
 }
 
 /// The error's message as a sentence of its own.

@@ -19,14 +19,18 @@
 //! nfqueue.unbind()
 //! ```
 //!
-//! `run()` reads up to 16 packets per `recvmmsg`, and the verdicts the
-//! callbacks give for them go out together in one `sendmsg`. The GIL is
-//! released while it waits and sends. The module links libnetfilter_queue, so
-//! a wheel of it is GPL-2.0-or-later.
+//! `run()` reads up to 16 packets per `recvmmsg`. The verdicts its callbacks
+//! give go out together in one `sendmsg` when the burst is done, or at most
+//! 200 us after they were given if a callback takes longer (`run(batch=True)`:
+//! when the burst is done). The GIL is released while it waits and during
+//! kernel round trips. The module links libnetfilter_queue, so a wheel of it is
+//! GPL-2.0-or-later.
 #![warn(missing_docs)]
 
+mod dispatch;
 mod errors;
-mod frame;
+mod gil;
+mod ints;
 mod packet;
 mod protocols;
 mod queue;
@@ -50,6 +54,7 @@ fn netfilterqueue(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("COPY_PACKET", queue::COPY_PACKET)?;
     m.add_class::<queue::NetfilterQueue>()?;
     m.add_class::<packet::Packet>()?;
+    gil::install(m)?;
     let protocols = PyDict::new(py);
     for (number, name) in protocols::PROTOCOLS {
         protocols.set_item(number, name)?;

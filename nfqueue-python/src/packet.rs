@@ -1,21 +1,35 @@
 //! `netfilterqueue.Packet`: one queued packet, its metadata, and its verdict.
 
+use crate::errors;
+use crate::ints;
 use crate::protocols;
+use crate::queue::NetfilterQueue;
 use crate::received::Received;
 use crate::verdicts::Binding;
-use nfqueue_core::{VerdictKind, MAX_PAYLOAD};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use nfqueue_core::{Error as CoreError, VerdictKind, MAX_PAYLOAD};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A packet received from a queue, handed to the callback of `bind()`.
-#[pyclass(frozen, module = "netfilterqueue", name = "Packet")]
+/// `Packet()` makes one of no queue (every number 0, no payload), and the
+/// class can be subclassed: unit tests fake packets so, as with the reference.
+#[pyclass(frozen, subclass, module = "netfilterqueue", name = "Packet")]
 pub(crate) struct Packet {
     info: Received,
     /// Bytes copied from the kernel (`info.payload` is moved out to here).
     payload_len: usize,
     state: Mutex<PacketState>,
+    origin: Option<Origin>,
+}
+
+/// Where a received packet came from. The packet keeps its queue alive, as
+/// the reference's does: the queue stays bound while a packet of it waits for
+/// a verdict.
+struct Origin {
+    queue: Py<NetfilterQueue>,
     binding: Arc<Binding>,
 }
 
@@ -37,12 +51,19 @@ enum LivePayload {
     Bytes(Py<PyBytes>),
 }
 
+/// The reference's message for a verdict on a packet whose queue is gone.
+const UNBOUND: &str = "Parent queue has already been unbound";
+
 impl Packet {
-    pub(crate) fn new(mut info: Received, binding: Arc<Binding>) -> Self {
+    pub(crate) fn new(
+        mut info: Received,
+        queue: Py<NetfilterQueue>,
+        binding: Arc<Binding>,
+    ) -> Self {
         let payload = std::mem::take(&mut info.payload);
         let payload_len = payload.len();
         let state = PacketState {
-            // No payload (COPY_META, COPY_NONE) reads as "no payload", as in the reference.
+            // No payload (COPY_META) reads as "no payload", as in the reference.
             live: (!payload.is_empty()).then_some(LivePayload::Raw(payload)),
             ..PacketState::default()
         };
@@ -50,7 +71,7 @@ impl Packet {
             info,
             payload_len,
             state: Mutex::new(state),
-            binding,
+            origin: Some(Origin { queue, binding }),
         }
     }
 
@@ -66,35 +87,42 @@ impl Packet {
 
     /// Gives the verdict, with the mark and payload set before.
     fn verdict(&self, py: Python<'_>, kind: VerdictKind, mark: Option<u32>) -> PyResult<()> {
-        let (mark, payload) = {
+        let (origin, mark, payload) = {
             let mut state = self.state();
             if state.verdict_given {
                 return Err(PyRuntimeError::new_err(
                     "Verdict already given for this packet",
                 ));
             }
-            if self.binding.is_unbound() {
-                return Err(PyRuntimeError::new_err(
-                    "Parent queue has already been unbound",
-                ));
-            }
+            // A packet of no queue (made in Python) has no one to send it to.
+            let Some(origin) = self.origin.as_ref().filter(|o| !o.binding.is_unbound()) else {
+                return Err(PyRuntimeError::new_err(UNBOUND));
+            };
             if mark.is_some() {
                 state.given_mark = mark;
             }
             // Taken before sending, so that two threads cannot both send one.
             state.verdict_given = true;
             (
+                origin,
                 state.given_mark,
                 state.given_payload.as_ref().map(|p| p.clone_ref(py)),
             )
         };
-        let given = self
-            .binding
-            .give(py, self.info.id, kind, mark, payload.as_ref());
-        if given.is_err() {
+        let given = origin.binding.give(
+            self.info.id,
+            kind,
+            mark,
+            payload.as_ref().map(|p| p.as_bytes(py)),
+        );
+        given.map_err(|err| {
             self.state().verdict_given = false;
-        }
-        given
+            match err {
+                // Unbound (and perhaps bound again) since the check above.
+                CoreError::StaleBinding { .. } => PyRuntimeError::new_err(UNBOUND),
+                err => errors::os_error_errno(py, "Failed to send verdict", &err),
+            }
+        })
     }
 
     /// The bytes `str()` and `retain()` see: retained, else live.
@@ -112,12 +140,33 @@ impl Packet {
     }
 
     fn name(&self, index: Option<u32>) -> Option<String> {
-        Some(self.binding.interface_name(index?)?.as_str().to_owned())
+        let origin = self.origin.as_ref()?;
+        Some(origin.binding.interface_name(index?)?.as_str().to_owned())
     }
 }
 
 #[pymethods]
 impl Packet {
+    /// A packet of no queue. Arguments are taken and ignored, so that a
+    /// subclass's `__init__` may have its own.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Packet {
+            info: Received::default(),
+            payload_len: 0,
+            state: Mutex::default(),
+            origin: None,
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(origin) = &self.origin {
+            visit.call(&origin.queue)?;
+        }
+        Ok(())
+    }
+
     /// The packet id the kernel gave it.
     #[getter]
     fn id(&self) -> u32 {
@@ -285,30 +334,42 @@ impl Packet {
         self.payload_len
     }
 
-    /// Replaces the packet with `payload` in the verdict. An empty payload or
-    /// one over 65531 bytes is a ValueError: the kernel would drop the packet
-    /// silently, or cannot carry it. In a non-initial user namespace (a
-    /// rootless container) some kernels drop a packet given a payload, with no
-    /// error: see the crate README's Limitations.
-    fn set_payload(&self, payload: Bound<'_, PyBytes>) -> PyResult<()> {
-        let len = payload.as_bytes().len();
-        if len == 0 {
-            return Err(PyValueError::new_err(
-                "empty payload: the kernel would drop the packet silently; use drop() instead",
-            ));
-        }
-        if len > MAX_PAYLOAD {
-            return Err(PyValueError::new_err(format!(
-                "payload of {len} bytes is longer than the {MAX_PAYLOAD} bytes a verdict can carry"
-            )));
-        }
-        self.state().given_payload = Some(payload.unbind());
+    /// Replaces the packet with `payload` in the verdict. `None` or an empty
+    /// `bytes` takes back an earlier `set_payload()`, as in the reference (which
+    /// sends no payload for either). One over 65531 bytes is a ValueError: a
+    /// verdict cannot carry it. In a non-initial user namespace (a rootless
+    /// container) some kernels drop a packet given a payload, with no error:
+    /// see the guide's kernel facts.
+    fn set_payload(&self, payload: &Bound<'_, PyAny>) -> PyResult<()> {
+        let given = if payload.is_none() {
+            None
+        } else {
+            let bytes = payload.cast::<PyBytes>().map_err(|_| {
+                let got = payload
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "object".to_owned(), |n| n.to_string());
+                PyTypeError::new_err(format!(
+                    "Argument 'payload' has incorrect type (expected bytes, got {got})"
+                ))
+            })?;
+            let len = bytes.as_bytes().len();
+            if len > MAX_PAYLOAD {
+                return Err(PyValueError::new_err(format!(
+                    "payload of {len} bytes is longer than the {MAX_PAYLOAD} bytes a verdict can carry"
+                )));
+            }
+            (len > 0).then(|| bytes.clone().unbind())
+        };
+        self.state().given_payload = given;
         Ok(())
     }
 
-    /// Sets the mark given with the verdict.
-    fn set_mark(&self, mark: u32) {
-        self.state().given_mark = Some(mark);
+    /// Sets the mark given with the verdict (any number `int()` takes, as in
+    /// the reference: `set_mark(x / 2)` works).
+    fn set_mark(&self, mark: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.state().given_mark = Some(ints::u32_arg(mark)?);
+        Ok(())
     }
 
     /// The mark set with `set_mark()`, else the mark the packet arrived with.
@@ -325,7 +386,8 @@ impl Packet {
 
     /// Accepts the packet, optionally with a new mark.
     #[pyo3(signature = (*, mark=None))]
-    fn accept(&self, py: Python<'_>, mark: Option<u32>) -> PyResult<()> {
+    fn accept(&self, py: Python<'_>, mark: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let mark = mark.map(ints::u32_arg).transpose()?;
         self.verdict(py, VerdictKind::Accept, mark)
     }
 
@@ -336,14 +398,16 @@ impl Packet {
 
     /// Sends the packet through its hook again, optionally with a new mark.
     #[pyo3(signature = (*, mark=None))]
-    fn repeat(&self, py: Python<'_>, mark: Option<u32>) -> PyResult<()> {
+    fn repeat(&self, py: Python<'_>, mark: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let mark = mark.map(ints::u32_arg).transpose()?;
         self.verdict(py, VerdictKind::Repeat, mark)
     }
 
     /// Hands the packet to queue `num`; with `bypass`, it is accepted when no
     /// program has bound `num`, else dropped.
     #[pyo3(signature = (num, bypass=false))]
-    fn queue_to(&self, py: Python<'_>, num: u16, bypass: bool) -> PyResult<()> {
+    fn queue_to(&self, py: Python<'_>, num: &Bound<'_, PyAny>, bypass: bool) -> PyResult<()> {
+        let num = ints::unsigned(num, u16::MAX.into(), "u_int16_t")? as u16;
         self.verdict(py, VerdictKind::Queue { num, bypass }, None)
     }
 

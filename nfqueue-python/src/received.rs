@@ -1,12 +1,16 @@
 //! A packet copied out of the receive buffer: everything a Python `Packet`
 //! shows, read from nfqueue-core's packet view in this one place.
 
-use nfqueue_core::{Hook, PacketView};
+use nfqueue_core::{Binding, Hook, PacketView};
 use std::time::UNIX_EPOCH;
 
 /// What the kernel sent about one packet, owned.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Received {
+    /// The binding it came through; a detached one when parsed from bytes
+    /// read by someone else (`run_socket`), or for a packet made in Python.
+    pub(crate) binding: Option<Binding>,
+    pub(crate) queue: u16,
     pub(crate) id: u32,
     pub(crate) hw_protocol: u16,
     pub(crate) hook: u8,
@@ -38,6 +42,8 @@ impl Received {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as f64 + f64::from(d.subsec_micros()) / 1_000_000.0);
         Received {
+            binding: Some(view.key().binding()),
+            queue: view.queue(),
             id: view.id(),
             hw_protocol: view.hw_protocol(),
             hook: hook_number(view.hook()),
@@ -60,11 +66,15 @@ impl Received {
     }
 
     /// Parses one datagram read by someone else (`run_socket`): `None` when it
-    /// holds no packet (an acknowledgement, an error report).
+    /// holds no packet (an acknowledgement, an error report). It came through
+    /// no binding that nfqueue-core saw: `binding` is `None`.
     pub(crate) fn parse_datagram(datagram: &[u8]) -> Option<Self> {
         PacketView::from_message(datagram)
             .ok()
-            .map(|view| Self::copy(&view))
+            .map(|view| Received {
+                binding: None,
+                ..Self::copy(&view)
+            })
     }
 }
 

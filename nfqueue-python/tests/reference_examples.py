@@ -1,7 +1,7 @@
 """The two examples of the README of NetfilterQueue 1.1.0, the reference this
 module is a drop-in for, verbatim, so that the tests run them from any clone.
-test_examples.py checks them against that README where it is kept beside the
-repository (``../shared/reference/``).
+test_examples.py checks them against that README where the test venv has the
+reference package (its metadata holds the README).
 
 From python-netfilterqueue 1.1.0: Copyright (c) 2011, Kerkhoff Technologies,
 Inc, and contributors. MIT licensed.

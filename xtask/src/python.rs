@@ -1,8 +1,9 @@
 //! The Python module in `cargo xtask test-netns`: a virtualenv made with
 //! Debian's `python3 -m venv`, maturin, pytest and mypy from PyPI, the module
-//! built with maturin and installed into it, and the pytest suite of
-//! `nfqueue-python/tests` run against the kernel, as root and as user `nobody`
-//! inside `unshare --user --map-root-user --net`.
+//! built with maturin and installed into it (and the reference package
+//! NetfilterQueue 1.1.0 beside it, for the tests that compare), and the pytest
+//! suite of `nfqueue-python/tests` run against the kernel, as root and as user
+//! `nobody` inside `unshare --user --map-root-user --net`.
 
 use crate::cmd::{self, Counts, Result};
 use std::io::{self, BufRead, BufReader, Write};
@@ -13,6 +14,10 @@ pub use xtask_support::venv::{Venv, DEBIAN_PYTHON};
 
 /// What the test virtualenv gets from PyPI.
 const TEST_PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest>=7", "mypy>=1.5"];
+/// The reference package, which some tests run the same program under. Its
+/// import name is ours too, so it goes beside the venv's packages, in
+/// `<venv>/reference`, where the tests find it (nfqueue-python/tests/scripts.py).
+const REFERENCE: &str = "NetfilterQueue==1.1.0";
 
 /// Runs the pytest suite: as root, or as `nobody` in a user+net namespace
 /// (`in_userns`; as an ordinary user, as that user there). Returns the counts
@@ -30,6 +35,7 @@ pub fn test(root: &Path, in_userns: bool) -> (Counts, u8) {
 fn run_suite(root: &Path, in_userns: bool) -> Result<(Counts, u8)> {
     let venv = Venv::ensure(&root.join("target/python/venv"), TEST_PACKAGES)?;
     venv.install_module(root)?;
+    install_reference(&venv)?;
     let tests = root.join("nfqueue-python/tests");
     let mut pytest = if in_userns {
         for path in [tests.as_path(), venv.dir()] {
@@ -63,6 +69,25 @@ fn run_suite(root: &Path, in_userns: bool) -> Result<(Counts, u8)> {
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let (status, counts) = run_pytest(&mut pytest)?;
     Ok((counts, cmd::exit_code(status)))
+}
+
+/// Installs the reference package into `<venv>/reference`, once (outside any
+/// namespace: the user-namespace pass has no network).
+fn install_reference(venv: &Venv) -> Result<()> {
+    let dir = venv.dir().join("reference");
+    if dir.join("netfilterqueue").is_dir() {
+        return Ok(());
+    }
+    let mut pip = venv.command("pip");
+    pip.args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+    ])
+    .arg(&dir)
+    .arg(REFERENCE);
+    cmd::run_ok(&mut pip)
 }
 
 /// Runs pytest, copying its output through and reading its closing line

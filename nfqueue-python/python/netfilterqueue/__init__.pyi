@@ -1,5 +1,5 @@
 import socket
-from typing import Callable, Dict, Optional, Tuple, TypedDict
+from typing import Callable, Dict, Optional, SupportsInt, Tuple, TypedDict
 
 COPY_NONE: int
 COPY_META: int
@@ -28,6 +28,12 @@ class Stats(TypedDict):
     batch_verdicts: int
     rejected_verdicts: int
     failed_sends: int
+    send_retries: int
+    # Verdicts whose send failed, forgotten when their queue was unbound.
+    unsent_verdicts: int
+    # Verdicts and packets of a binding that had ended (the kernel dropped them).
+    stale_verdicts: int
+    stale_packets: int
     receive_overflows: int
     malformed: int
     recv_calls: int
@@ -35,6 +41,9 @@ class Stats(TypedDict):
     kernel: Optional[KernelStats]
 
 class Packet:
+    # A packet of no queue (every number 0, no payload); the arguments are
+    # ignored, so that subclasses (fake packets in unit tests) may take theirs.
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def id(self) -> int: ...
     @property
@@ -83,28 +92,32 @@ class Packet:
     def get_payload_len(self) -> int: ...
     def get_timestamp(self) -> float: ...
     def get_mark(self) -> int: ...
-    def set_payload(self, payload: bytes) -> None:
+    def set_payload(self, payload: Optional[bytes]) -> None:
         """Replaces the packet with ``payload`` in its verdict (1 to 65531 bytes,
-        else ValueError). Some kernels (a 6.18 build) silently drop a packet
-        given a payload from a non-initial user namespace (a rootless
-        container); there /proc/self/uid_map is not ``0 0 4294967295``."""
-    def set_mark(self, mark: int) -> None: ...
+        else ValueError); None (or b"") takes back an earlier set_payload().
+        Some kernels (a 6.18 build) silently drop a packet given a payload from
+        a non-initial user namespace (a rootless container); there
+        /proc/self/uid_map is not ``0 0 4294967295``."""
+    # Integers as the reference takes them: whatever has __int__ (7.0, x / 2).
+    def set_mark(self, mark: SupportsInt) -> None: ...
     def retain(self) -> None: ...
-    def accept(self, *, mark: Optional[int] = None) -> None: ...
+    def accept(self, *, mark: Optional[SupportsInt] = None) -> None: ...
     def drop(self) -> None: ...
-    def repeat(self, *, mark: Optional[int] = None) -> None: ...
-    def queue_to(self, num: int, bypass: bool = False) -> None: ...
+    def repeat(self, *, mark: Optional[SupportsInt] = None) -> None: ...
+    def queue_to(self, num: SupportsInt, bypass: bool = False) -> None: ...
 
 class NetfilterQueue:
-    def __init__(self, *, af: int = ..., sockfd: int = ...) -> None: ...
+    def __init__(self, *, af: SupportsInt = ..., sockfd: SupportsInt = ...) -> None: ...
+    def __del__(self) -> None: ...
     def bind(
         self,
-        queue_num: int,
-        user_callback: Callable[[Packet], None],
-        max_len: int = ...,
-        mode: int = ...,
-        range: int = ...,
-        sock_len: int = ...,
+        queue_num: SupportsInt,
+        # None: packets are read and left without a verdict, as the reference does.
+        user_callback: Optional[Callable[[Packet], object]],
+        max_len: SupportsInt = ...,
+        mode: SupportsInt = ...,
+        range: SupportsInt = ...,
+        sock_len: SupportsInt = ...,
         *,
         fail_open: bool = False,
         gso: bool = False,
@@ -114,7 +127,9 @@ class NetfilterQueue:
     ) -> None: ...
     def unbind(self) -> None: ...
     def get_fd(self) -> int: ...
-    def run(self, block: bool = True) -> None: ...
+    # Any object, by its truth value (run(None) does not block). batch=True:
+    # the verdicts of a burst wait for its last callback.
+    def run(self, block: object = True, *, batch: bool = False) -> None: ...
     def run_socket(self, s: socket.socket) -> None: ...
     def stop(self) -> None: ...
     def stats(self) -> Stats: ...
