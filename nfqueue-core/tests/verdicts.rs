@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use nfqueue_core::{Error, QueueConfig, Verdict, VerdictBatch, VerdictKind};
-use nfqueue_testkit::{counters, iptables, skip, traffic};
+use nfqueue_testkit::{counters, iptables, rules, skip, traffic};
 use std::time::Duration;
 
 fn accept_delivers_bytes_unchanged(v6: bool) {
@@ -64,39 +64,10 @@ fn a_mark_set_in_a_verdict_is_matched_by_a_later_rule() {
     let _ns = enter_new_netns();
     let udp = udp_through_queue(false, 3);
     // The queue sits in filter OUTPUT; mangle POSTROUTING comes after it.
-    let count_mark = |mark: &str, comment: &str| {
-        iptables([
-            "-t",
-            "mangle",
-            "-A",
-            "POSTROUTING",
-            "-p",
-            "udp",
-            "-m",
-            "mark",
-            "--mark",
-            mark,
-            "-m",
-            "comment",
-            "--comment",
-            comment,
-        ]);
-    };
-    count_mark("0x2a", "marked-42");
-    count_mark("0x7", "marked-7");
+    rules::count_marked("0x2a", "marked-42");
+    rules::count_marked("0x7", "marked-7");
     // A mark set before the queue is what the packet shows.
-    iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "-j",
-        "MARK",
-        "--set-mark",
-        "7",
-    ]);
+    rules::mark_udp_output("7");
     let mut queue = bound_queue(3);
 
     udp.sender.send_to(b"one", udp.dest()).unwrap();
@@ -108,12 +79,9 @@ fn a_mark_set_in_a_verdict_is_matched_by_a_later_rule() {
 
     assert_eq!(recv_datagram(&udp.receiver), b"one");
     assert_eq!(recv_datagram(&udp.receiver), b"two");
+    assert_eq!(rules::marked("marked-42"), 1);
     assert_eq!(
-        counters::rule_packets("iptables", "mangle", "POSTROUTING", "marked-42"),
-        1
-    );
-    assert_eq!(
-        counters::rule_packets("iptables", "mangle", "POSTROUTING", "marked-7"),
+        rules::marked("marked-7"),
         1,
         "a verdict without mark keeps the old one"
     );
@@ -610,36 +578,9 @@ fn a_burst_receive_reads_many_datagrams_per_system_call() {
 fn mark_bits_set_in_a_verdict_keep_the_other_bits_of_the_mark() {
     let _ns = enter_new_netns();
     let udp = udp_through_queue(false, 17);
-    iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "-j",
-        "MARK",
-        "--set-mark",
-        "0xff00",
-    ]);
-    for (mark, comment) in [("0xff2a", "bits-set"), ("0xff00", "unchanged")] {
-        iptables([
-            "-t",
-            "mangle",
-            "-A",
-            "POSTROUTING",
-            "-p",
-            "udp",
-            "-m",
-            "mark",
-            "--mark",
-            mark,
-            "-m",
-            "comment",
-            "--comment",
-            comment,
-        ]);
-    }
+    rules::mark_udp_output("0xff00");
+    rules::count_marked("0xff2a", "bits-set");
+    rules::count_marked("0xff00", "unchanged");
     let mut queue = bound_queue(17);
     let bits = Verdict::accept().with_mark_bits(0x2a, 0x00ff);
     traffic::send_numbered_udp(&udp.sender, udp.dest(), 4, 16);
@@ -664,7 +605,9 @@ fn mark_bits_set_in_a_verdict_keep_the_other_bits_of_the_mark() {
         traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10).len(),
         4
     );
-    let count = |comment| counters::rule_packets("iptables", "mangle", "POSTROUTING", comment);
-    assert_eq!((count("bits-set"), count("unchanged")), (4, 0));
+    assert_eq!(
+        (rules::marked("bits-set"), rules::marked("unchanged")),
+        (4, 0)
+    );
     counters::assert_queue_drained(17);
 }

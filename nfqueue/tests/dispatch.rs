@@ -11,7 +11,7 @@ use nfqueue::net::FlowKey;
 use nfqueue::{
     DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind, DEFAULT_MAX_IN_FLIGHT,
 };
-use nfqueue_testkit::{traffic, Netns};
+use nfqueue_testkit::{rules, traffic, Netns};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -401,34 +401,8 @@ fn a_handler_sets_mark_bits_and_the_other_bits_stay() {
     ns.enter();
     let udp = traffic::udp_pair_v4();
     common::queue_udp_counted(udp.dest(), &["--queue-num", "4"]);
-    nfqueue_testkit::iptables([
-        "-t",
-        "mangle",
-        "-I",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "-j",
-        "MARK",
-        "--set-mark",
-        "0xff00",
-    ]);
-    nfqueue_testkit::iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "POSTROUTING",
-        "-p",
-        "udp",
-        "-m",
-        "mark",
-        "--mark",
-        "0xff2a",
-        "-m",
-        "comment",
-        "--comment",
-        "bits-set",
-    ]);
+    rules::mark_udp_output("0xff00");
+    rules::count_marked("0xff2a", "bits-set");
     let dispatcher = Dispatcher::builder()
         .queue(4)
         .workers(2)
@@ -443,5 +417,5 @@ fn a_handler_sets_mark_bits_and_the_other_bits_stay() {
         (20, 0),
         "{stats:?}"
     );
-    assert_eq!(common::passed("bits-set"), 20);
+    assert_eq!(rules::marked("bits-set"), 20);
 }
