@@ -204,9 +204,13 @@ impl Watch {
                 return;
             };
             let handle = VerdictHandle { shared };
+            let counter = &handle.shared.counters.deadline_verdicts;
             for (key, kind) in due.drain(..) {
-                if handle.verdict(key, &Verdict::new(kind)).is_ok() {
-                    Counters::bump(&handle.shared.counters.deadline_verdicts);
+                // Counted before it is sent, so that whoever sees the packet
+                // pass (or not) sees the count; taken back should it fail.
+                Counters::bump(counter);
+                if handle.verdict(key, &Verdict::new(kind)).is_err() {
+                    counter.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
