@@ -154,15 +154,15 @@ impl DispatcherBuilder {
     /// Most packets of one queue that its workers may hold at once, handed
     /// out and not yet answered (default [`DEFAULT_MAX_IN_FLIGHT`], from 1 to
     /// [`MAX_IN_FLIGHT`]; a burst read whole may go over by up to 80). This
-    /// is the one bound: a worker that is slow or stuck holds back the
-    /// packets it has, and under flow affinity those of the flows that have
-    /// packets on it, while the other workers go on with the rest, until the
-    /// queue has this many packets out. Then the queue's receive thread
-    /// stops reading until verdicts come back, the kernel's queue fills
-    /// meanwhile, and its `max_len` and fail-open setting decide. Each queue
-    /// has channels of its own to the workers (with flow affinity, one to
-    /// each worker), so a flood on one queue does not take the room of
-    /// another. A value out of range is refused when the dispatcher is built.
+    /// is the one bound: a handler that is slow or stuck holds back the
+    /// packets handed to it with its own (without flow affinity, its share
+    /// of a burst; with it, its flow's later packets), while the other
+    /// workers go on with the rest, until the queue has this many packets
+    /// out. Then the queue's receive thread stops reading until verdicts
+    /// come back, the kernel's queue fills meanwhile, and its `max_len` and
+    /// fail-open setting decide. Each queue has a channel of its own to the
+    /// workers, so a flood on one queue does not take the room of another. A
+    /// value out of range is refused when the dispatcher is built.
     pub fn max_in_flight(mut self, packets: usize) -> Self {
         self.max_in_flight = packets;
         self
@@ -196,12 +196,12 @@ impl DispatcherBuilder {
     }
 
     /// Keeps the packets of one flow in order (default off: any free worker
-    /// takes the next packet). A flow's packets go to the worker that has
-    /// its other packets in flight, so that their verdicts keep the flow's
-    /// order; a flow with none in flight goes to the least loaded worker, so
-    /// that a slow or stuck worker holds back only the flows it has packets
-    /// of. Flows are told apart by a 64-bit hash of `key`'s fields; two
-    /// flows with the same hash count as one.
+    /// takes the next packet). A batch of packets holds one flow's, and a
+    /// flow has one batch with the workers at a time: its packets read
+    /// meanwhile wait at the receive thread and go, in order, when that one
+    /// comes back, to whichever worker is free. A slow or stuck handler then
+    /// holds back its own flow and no other. Flows are told apart by a 64-bit
+    /// hash of `key`'s fields; two flows with the same hash count as one.
     pub fn flow_affinity(mut self, key: FlowKey) -> Self {
         self.flow_affinity = Some(key);
         self

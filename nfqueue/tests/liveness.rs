@@ -180,7 +180,8 @@ fn a_flooded_queue_does_not_stall_another_on_a_shared_worker() {
 }
 
 /// Hashed by addresses only, the flood and the trickle (both from 127.0.0.1 to
-/// itself) go to the same one of the two workers: the worst case.
+/// itself) count as one flow of each queue, each with one batch out at a
+/// time: the worst case for the trickle.
 #[test]
 fn a_flooded_queue_does_not_stall_another_with_flow_affinity() {
     flood_beside_trickle(2, Some(FlowKey::Addresses));
