@@ -121,3 +121,8 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/core.md")]
 pub struct CoreGuideDoctests;
+
+/// The examples of `docs/dispatcher.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/dispatcher.md")]
+pub struct DispatcherGuideDoctests;
