@@ -111,8 +111,18 @@ pub use stats::{DispatchStats, KernelStats};
 pub use stats_handle::StatsHandle;
 pub use worker::{Handler, PanicHandler, PanicReport};
 
-/// The README's examples, compiled as doctests (here, where both crates are in
-/// reach).
+/// The examples of the README and of the guide in `docs/`, compiled as
+/// doctests (here, where both crates are in reach).
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The examples of `docs/core.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/core.md")]
+pub struct CoreGuideDoctests;
+
+/// The examples of `docs/dispatcher.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/dispatcher.md")]
+pub struct DispatcherGuideDoctests;

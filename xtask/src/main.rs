@@ -7,6 +7,7 @@ mod asan;
 mod bindings;
 mod demo;
 mod fuzz;
+mod links;
 mod package;
 mod prereqs;
 mod python;
@@ -78,6 +79,7 @@ const COMMANDS: &[(&str, &str)] = &[
 ",
     ),
     ("wheel", wheel::USAGE),
+    ("links", links::USAGE),
     (
         "help",
         "  help                         this list (also -h, --help; `<command> --help` for one)
@@ -126,6 +128,8 @@ fn main() -> ExitCode {
         "package" => prereqs::run().and_then(|()| package::run(rest)),
         // No prereqs: the wheel needs neither the -dev packages nor libclang.
         "wheel" => wheel::run(rest),
+        // No prereqs: it reads Markdown and nothing else.
+        "links" => links::run(rest),
         bench::INNER => bench::inner(rest),
         "help" | "-h" | "--help" => {
             print!("{}", usage());

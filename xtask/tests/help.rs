@@ -40,6 +40,7 @@ fn every_command_takes_help_and_h() {
         "soak",
         "bench",
         "wheel",
+        "links",
         "help",
     ] {
         assert!(
