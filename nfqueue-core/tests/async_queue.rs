@@ -154,7 +154,8 @@ fn a_receive_cancelled_by_select_loses_nothing() {
 }
 
 /// Packets handed to spawned tasks get their verdicts when each task decides:
-/// here in reverse order of arrival, and they leave in that order.
+/// here in reverse order of arrival (each task waits for the one of the next
+/// packet), and they leave in that order.
 #[test]
 fn spawned_tasks_give_verdicts_in_their_own_order() {
     let _ns = enter_new_netns();
@@ -166,18 +167,26 @@ fn spawned_tasks_give_verdicts_in_their_own_order() {
     let order = Arc::clone(&given);
     let consumer = rt.spawn(async move {
         let mut packets = AsyncQueue::new(queue)?.into_stream().take(TOTAL as usize);
-        let mut tasks = Vec::new();
-        let mut n = 0u64;
+        let mut received = Vec::new();
         while let Some(packet) = packets.next().await {
-            let packet = packet?;
+            received.push(packet?);
+        }
+        // Each task waits for the task of the packet after its own; the last
+        // packet's waits for nothing.
+        let mut tasks = Vec::new();
+        let mut after: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        for packet in received.into_iter().rev() {
             let order = Arc::clone(&order);
-            let wait = Duration::from_millis(30 * (TOTAL - n));
-            n += 1;
+            let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let wait_for = after.replace(done_rx);
             tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
+                if let Some(next_done) = wait_for {
+                    let _ = next_done.await;
+                }
                 let seq = traffic::seq_of(udp_data(packet.view().payload())).unwrap();
                 order.lock().unwrap().push(seq);
                 packet.verdict(&Verdict::accept()).unwrap();
+                let _ = done.send(());
             }));
         }
         for task in tasks {
