@@ -11,7 +11,7 @@ use nfqueue::net::FlowKey;
 use nfqueue::{
     DispatchStats, Dispatcher, PacketView, QueueConfig, Verdict, VerdictKind, DEFAULT_MAX_IN_FLIGHT,
 };
-use nfqueue_testkit::{rules, traffic, Netns};
+use nfqueue_testkit::{oracle, rules, traffic, Netns};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,6 +98,7 @@ fn a_panicking_handler_loses_no_packet() {
     let reported = Arc::clone(&reports);
     let (flows, per_flow) = (4usize, 5_000u64);
     let total = flows as u64 * per_flow;
+    oracle::quiet_planned_panics();
 
     // A panic is answered by on_panic, which drops unless told otherwise.
     let dispatcher = Dispatcher::builder()
@@ -109,10 +110,11 @@ fn a_panicking_handler_loses_no_packet() {
         })
         .build(|packet: &PacketView<'_>| {
             let seq = traffic::seq_of(udp_data(packet)).unwrap();
-            assert!(
-                seq % 1000 != 999,
-                "every 1000th packet makes the handler panic"
-            );
+            if seq % 1000 == 999 {
+                // Every 1000th packet makes the handler panic; quietly, as a
+                // backtrace takes seconds to print on a loaded machine.
+                std::panic::panic_any(oracle::QuietPanic);
+            }
             Verdict::accept()
         })
         .unwrap();

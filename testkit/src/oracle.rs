@@ -928,14 +928,22 @@ impl Judge {
     }
 }
 
+/// The payload of a panic a test makes on purpose outside the oracle's plan
+/// (`std::panic::panic_any(QuietPanic)`); [`quiet_planned_panics`] keeps it
+/// off stderr too: printing a backtrace takes seconds on a loaded machine.
+#[derive(Debug, Clone, Copy)]
+pub struct QuietPanic;
+
 /// Installs (once per process) a panic hook that prints nothing for
-/// [`PlannedPanic`]s and hands every other panic to the hook before it.
+/// [`PlannedPanic`]s and [`QuietPanic`]s and hands every other panic to the
+/// hook before it.
 pub fn quiet_planned_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<PlannedPanic>().is_none() {
+            let payload = info.payload();
+            if !(payload.is::<PlannedPanic>() || payload.is::<QuietPanic>()) {
                 previous(info);
             }
         }));

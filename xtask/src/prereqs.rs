@@ -150,6 +150,16 @@ const CHECKS: &[Check] = &[
         used_by: "the Python tests (their venv) and bench's Python consumers",
         probe: || python3_can("import ensurepip, venv"),
     },
+    Check {
+        what: "Python headers (python3-config)",
+        package: "python3-dev",
+        used_by: "the Python tests and bench: pip builds the reference package \
+                  NetfilterQueue 1.1.0 from source, to run the same programs under both",
+        probe: || {
+            let config = Path::new("/usr/bin/python3-config");
+            config.exists().then(|| config.display().to_string())
+        },
+    },
 ];
 
 /// What `cargo xtask bench` needs beyond [`CHECKS`]; it checks these itself,
@@ -166,15 +176,6 @@ const BENCH: &[Check] = &[
         package: "util-linux",
         used_by: "bench (it pins senders and consumers to CPUs)",
         probe: || programs(&["taskset"]),
-    },
-    Check {
-        what: "Python headers (python3-config)",
-        package: "python3-dev",
-        used_by: "bench (pip builds the reference NetfilterQueue 1.1.0 from source)",
-        probe: || {
-            let config = Path::new("/usr/bin/python3-config");
-            config.exists().then(|| config.display().to_string())
-        },
     },
 ];
 

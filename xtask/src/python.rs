@@ -35,7 +35,10 @@ pub fn test(root: &Path, in_userns: bool) -> (Counts, u8) {
 fn run_suite(root: &Path, in_userns: bool) -> Result<(Counts, u8)> {
     let venv = Venv::ensure(&root.join("target/python/venv"), TEST_PACKAGES)?;
     venv.install_module(root)?;
-    install_reference(&venv)?;
+    if let Err(e) = install_reference(&venv) {
+        // The tests that compare with it say so and skip; the others run.
+        eprintln!("xtask: python: the reference package could not be installed: {e}");
+    }
     let tests = root.join("nfqueue-python/tests");
     let mut pytest = if in_userns {
         for path in [tests.as_path(), venv.dir()] {
