@@ -129,13 +129,23 @@ impl<H: Handler> Judge<H> {
 }
 
 /// Drops a panic's payload without letting a panic in its `Drop` unwind
-/// (which would end the thread): the payload of such a second panic is
-/// leaked rather than dropped, since dropping it could panic again.
+/// (which would end the thread). The payload of such a second panic is
+/// dropped the same way, so a `&str` message raised from a `Drop` is freed;
+/// only a chain of payloads that keep panicking past [`DROP_ATTEMPTS`] is
+/// leaked, since each drop could panic again.
 pub(crate) fn drop_contained(payload: Box<dyn Any + Send>) {
-    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
+    let mut payload = payload;
+    for _ in 0..DROP_ATTEMPTS {
+        match panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
     }
+    std::mem::forget(payload);
 }
+
+/// How many nested panic payloads [`drop_contained`] drops before it gives up.
+const DROP_ATTEMPTS: usize = 8;
 
 /// Everything a worker thread needs.
 pub(crate) struct Worker<H> {
