@@ -326,15 +326,12 @@ fn json_number_after(json: &str, section: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// 64-byte UDP datagrams from one socket, and their sender, for the runs that
-/// count packets rather than time them (soak, callgrind).
-fn plain_udp_64(segments: u32) -> (Traffic, Sender) {
-    let traffic = Traffic::Udp {
-        size: 64,
-        sources: 0,
-    };
+/// UDP datagrams of `size` bytes from one socket, and their sender, for the
+/// runs that count packets rather than time them (soak, callgrind).
+fn plain_udp(size: usize, segments: u32) -> (Traffic, Sender) {
+    let traffic = Traffic::Udp { size, sources: 0 };
     let sender = Sender {
-        size: 64,
+        size,
         sources: 0,
         segments,
         nice: false,
@@ -342,16 +339,17 @@ fn plain_udp_64(segments: u32) -> (Traffic, Sender) {
     (traffic, sender)
 }
 
-/// Floods the UDP rule with 64-byte datagrams, half a second at a time, until
-/// the counting rule has seen `packets` more than when called or `deadline`
-/// passes; returns how many it saw.
+/// Floods the UDP rule with datagrams of `size` bytes, half a second at a
+/// time, until the counting rule has seen `packets` more than when called or
+/// `deadline` passes; returns how many it saw.
 pub fn flood_until(
     programs: &Programs,
     packets: u64,
+    size: usize,
     segments: u32,
     deadline: Instant,
 ) -> Result<u64> {
-    let (traffic, sender) = plain_udp_64(segments);
+    let (traffic, sender) = plain_udp(size, segments);
     let (first, _) = accept_counter(traffic)?;
     let mut seen = 0;
     while seen < packets && Instant::now() < deadline {
@@ -471,7 +469,7 @@ pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> 
          | consumer | packets accepted | seconds | RSS after bind (KiB) | RSS after 1st second | RSS at end | max RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
-    let (traffic, sender) = plain_udp_64(segments);
+    let (traffic, sender) = plain_udp(64, segments);
     set_udp_queues(1)?;
     for name in ["core", "dispatch-1", "dispatch-2", "nfq"] {
         let consumer = programs.consumer(name);

@@ -8,7 +8,8 @@ use xtask_support::cmd::Result;
 /// The usage of `cargo xtask bench`, as xtask's list of commands shows it.
 pub const USAGE: &str =
     "  bench [--quick] [--rounds N] [--secs S] [--scenario NAME]... [--consumer NAME]...
-        [--sender-gso SEGMENTS] [--soak PACKETS] [--callgrind PACKETS]
+        [--sender-gso SEGMENTS] [--soak PACKETS]
+        [--callgrind PACKETS [--callgrind-size BYTES]...]
                                packets per second through NFQUEUE, nfqueue's consumers
                                side by side with C and Python ones, in a throwaway
                                network namespace; results (results.md, .csv, .svg,
@@ -39,9 +40,17 @@ pub const USAGE: &str =
                                1: plain). --soak runs PACKETS through the Rust
                                consumers instead and reports their RSS (soak.md);
                                --callgrind counts each consumer's user-space
-                               instructions per packet under valgrind instead, from
-                               two runs of about PACKETS and 2 x PACKETS (callgrind.md)
+                               instructions and simulated cache misses per packet
+                               under valgrind instead, from two runs of about
+                               PACKETS and 2 x PACKETS (callgrind.md), with UDP
+                               datagrams of each --callgrind-size (default 64; a
+                               comma list or the option repeated, up to 1472:
+                               loopback's MTU is 1500); --consumer picks consumers
 ";
+
+/// The largest UDP payload that fits the namespace's loopback MTU (1500)
+/// with its IP and UDP headers.
+pub const MAX_UDP_SIZE: usize = 1500 - 20 - 8;
 
 /// What the command line asked for; passed on to the inner run as arguments.
 #[derive(Debug, Clone)]
@@ -52,6 +61,8 @@ pub struct Options {
     pub consumers: Vec<String>,
     pub soak: Option<u64>,
     pub callgrind: Option<u64>,
+    /// UDP payload sizes of the callgrind run (default: 64 alone).
+    pub callgrind_sizes: Vec<usize>,
     /// Datagrams per UDP GSO message of the sender (1: no GSO).
     pub segments: u32,
 }
@@ -65,6 +76,7 @@ impl Options {
             consumers: Vec::new(),
             soak: None,
             callgrind: None,
+            callgrind_sizes: Vec::new(),
             segments: 16,
         };
         let mut it = args.iter();
@@ -89,6 +101,11 @@ impl Options {
                     .extend(value("--consumer")?.split(',').map(String::from)),
                 "--soak" => opts.soak = Some(value("--soak")?.parse()?),
                 "--callgrind" => opts.callgrind = Some(value("--callgrind")?.parse()?),
+                "--callgrind-size" => {
+                    for size in value("--callgrind-size")?.split(',') {
+                        opts.callgrind_sizes.push(size.parse()?);
+                    }
+                }
                 "--sender-gso" => opts.segments = value("--sender-gso")?.parse()?,
                 other => return Err(format!("bench: unknown argument `{other}`").into()),
             }
@@ -104,6 +121,22 @@ impl Options {
         }
         if opts.callgrind.is_some_and(|n| n == 0 || n > 10_000_000) {
             return Err("bench: --callgrind is 1..=10000000 packets".into());
+        }
+        if !opts.callgrind_sizes.is_empty() && opts.callgrind.is_none() {
+            return Err("bench: --callgrind-size goes with --callgrind".into());
+        }
+        if opts
+            .callgrind_sizes
+            .iter()
+            .any(|s| !(1..=MAX_UDP_SIZE).contains(s))
+        {
+            return Err(format!(
+                "bench: --callgrind-size is 1..={MAX_UDP_SIZE} bytes (loopback's MTU is 1500)"
+            )
+            .into());
+        }
+        if opts.callgrind.is_some() && opts.callgrind_sizes.is_empty() {
+            opts.callgrind_sizes.push(64);
         }
         if opts.soak.is_some() && opts.callgrind.is_some() {
             return Err("bench: --soak and --callgrind are separate runs".into());
@@ -148,6 +181,9 @@ impl Options {
         }
         if let Some(n) = self.callgrind {
             args.extend(["--callgrind".into(), n.to_string()]);
+        }
+        for size in &self.callgrind_sizes {
+            args.extend(["--callgrind-size".into(), size.to_string()]);
         }
         args
     }
@@ -215,6 +251,33 @@ mod tests {
             err.to_string().contains("no consumer `dispatch-9`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn callgrind_sizes_default_to_64_and_go_with_callgrind() {
+        let opts = Options::parse(&args(&["--callgrind", "100"])).unwrap();
+        assert_eq!(opts.callgrind_sizes, [64]);
+        let opts = Options::parse(&args(&[
+            "--callgrind",
+            "100",
+            "--callgrind-size",
+            "64,1400",
+            "--callgrind-size",
+            "1472",
+        ]))
+        .unwrap();
+        assert_eq!(opts.callgrind_sizes, [64, 1400, 1472]);
+        let again = Options::parse(&opts.to_args()).unwrap();
+        assert_eq!(again.callgrind_sizes, [64, 1400, 1472]);
+        assert_eq!(again.callgrind, Some(100));
+        for bad in [
+            &["--callgrind-size", "1400"][..],
+            &["--callgrind", "100", "--callgrind-size", "0"],
+            &["--callgrind", "100", "--callgrind-size", "1473"],
+            &["--callgrind", "100", "--callgrind-size", "big"],
+        ] {
+            assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
