@@ -148,7 +148,9 @@ impl VerdictBatch {
         let mut out = Vec::new();
         for entry in &self.entries {
             let (parts, used) = entry.parts();
-            parts[..used].iter().for_each(|part| out.extend_from_slice(part));
+            parts[..used]
+                .iter()
+                .for_each(|part| out.extend_from_slice(part));
         }
         out
     }
