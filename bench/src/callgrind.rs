@@ -38,15 +38,16 @@ pub fn consumers() -> Vec<&'static str> {
 }
 
 /// The consumers of [`consumers`] that `opts` asks for (all when it names
-/// none), and always the first, the baseline of the ratios.
+/// none), and always the first, the baseline of the ratios; and the
+/// variants it names.
 pub fn consumers_of(opts: &Options) -> Vec<&'static str> {
+    let named = |c: &str| opts.consumers.iter().any(|w| w == c);
     consumers()
         .into_iter()
         .enumerate()
-        .filter(|(i, c)| {
-            *i == 0 || opts.consumers.is_empty() || opts.consumers.iter().any(|w| w == c)
-        })
+        .filter(|(i, c)| *i == 0 || opts.consumers.is_empty() || named(c))
         .map(|(_, c)| c)
+        .chain(scenario::VARIANTS.iter().copied().filter(|c| named(c)))
         .collect()
 }
 
@@ -416,6 +417,9 @@ mod tests {
         assert_eq!(consumers_of(&opts), ["c-classic", "core", "nfq"]);
         let all = Options::parse(&args(&["--callgrind", "100"])).unwrap();
         assert_eq!(consumers_of(&all), consumers());
+        let variant =
+            Options::parse(&args(&["--callgrind", "100", "--consumer", "core-at16"])).unwrap();
+        assert_eq!(consumers_of(&variant), ["c-classic", "core-at16"]);
     }
 
     #[test]

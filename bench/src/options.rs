@@ -35,7 +35,11 @@ pub const USAGE: &str =
                                Consumers: c-classic c-batch core async nfq dispatch-0
                                dispatch-1 dispatch-2 dispatch-2q py-reference
                                py-nfqueue (--consumer keeps each scenario's first,
-                               the baseline of its ratios). The UDP sender sends
+                               the baseline of its ratios). Variants, run only
+                               when named, in udp-64 and udp-1400: core-at16
+                               (datagrams 16 bytes into a page, where malloc put
+                               them before), core-noenobufs (NETLINK_NO_ENOBUFS,
+                               as nfq), c-classic-at16, c-classic-at256. The UDP sender sends
                                SEGMENTS datagrams per UDP GSO message (default 16;
                                1: plain). --soak runs PACKETS through the Rust
                                consumers instead and reports their RSS (soak.md);
@@ -193,16 +197,17 @@ impl Options {
     }
 
     /// The consumers of `scenario` to run: those asked for, and always the
-    /// first, the baseline of the scenario's ratios.
+    /// first, the baseline of the scenario's ratios; its variants only when
+    /// named.
     pub fn consumers_of(&self, scenario: &Scenario) -> Vec<&'static str> {
+        let named = |c: &str| self.consumers.iter().any(|w| w == c);
         scenario
             .consumers
             .iter()
             .enumerate()
-            .filter(|(i, c)| {
-                *i == 0 || self.consumers.is_empty() || self.consumers.iter().any(|w| w == *c)
-            })
+            .filter(|(i, c)| *i == 0 || self.consumers.is_empty() || named(c))
             .map(|(_, c)| *c)
+            .chain(scenario.variants.iter().copied().filter(|c| named(c)))
             .collect()
     }
 }
@@ -288,6 +293,12 @@ mod tests {
         let udp = scenario("udp-64").unwrap();
         assert_eq!(opts.consumers_of(udp), ["c-classic", "async"]);
         let latency = scenario("latency").unwrap();
+        assert_eq!(opts.consumers_of(latency), ["core"]);
+        // Variants run only when named, after the others.
+        let all = Options::parse(&[]).unwrap();
+        assert!(!all.consumers_of(udp).contains(&"core-at16"));
+        let opts = Options::parse(&args(&["--consumer", "core-at16,core"])).unwrap();
+        assert_eq!(opts.consumers_of(udp), ["c-classic", "core", "core-at16"]);
         assert_eq!(opts.consumers_of(latency), ["core"]);
     }
 }
