@@ -11,10 +11,13 @@ use crate::message::{next_message, packet_prefix, Ack, Message, MSG_CONFIG};
 use crate::stats::Counters;
 use crate::stop::StopHandle;
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::mem;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::slice;
 use std::time::Instant;
 
 /// Size of the receive buffer. One datagram carries one packet: at most a
@@ -80,13 +83,23 @@ pub(crate) struct Found {
 }
 
 /// A zeroed buffer whose first byte lies at a given offset of a page (see
-/// [`RECV_OFFSET`]); it reads as the slice of its bytes.
-#[derive(Debug)]
+/// [`RECV_OFFSET`]); it reads as the slice of its bytes as cheaply as a
+/// `Box<[u8]>` does: the hot path reads it several times per packet, and
+/// slicing a larger buffer each time checks bounds each time (22
+/// instructions per packet).
 pub(crate) struct Landing {
-    raw: Box<[u8]>,
-    start: usize,
+    /// Owns the memory; only ever dropped, so `start` stays valid.
+    _raw: Vec<u8>,
+    start: NonNull<u8>,
     len: usize,
 }
+
+// SAFETY: a Landing is an owned byte buffer, like the Vec it holds: `start`
+// points into that Vec's heap memory, which moves with the value and is
+// reached only through `&self` or `&mut self`.
+unsafe impl Send for Landing {}
+// SAFETY: as for Send; shared access only reads.
+unsafe impl Sync for Landing {}
 
 impl Landing {
     /// `len` bytes starting `offset` bytes into a page (`offset < PAGE`).
@@ -95,9 +108,14 @@ impl Landing {
         // Zeroed like `vec![0; len]`, which a large buffer gets from fresh
         // pages that are only touched where the kernel writes: a page more,
         // to move the start to the offset, costs no memory until touched.
-        let raw = vec![0; len + PAGE].into_boxed_slice();
-        let start = (offset + PAGE - raw.as_ptr() as usize % PAGE) % PAGE;
-        Landing { raw, start, len }
+        let mut raw = vec![0; len + PAGE];
+        let skip = (offset + PAGE - raw.as_ptr() as usize % PAGE) % PAGE;
+        let start = NonNull::from(&mut raw[skip..skip + len]).cast();
+        Landing {
+            _raw: raw,
+            start,
+            len,
+        }
     }
 }
 
@@ -106,14 +124,26 @@ impl Deref for Landing {
 
     #[inline]
     fn deref(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
+        // SAFETY: `start` is `len` initialized bytes inside the Vec, which is
+        // never resized or otherwise reached; `&self` rules out a writer.
+        unsafe { slice::from_raw_parts(self.start.as_ptr(), self.len) }
     }
 }
 
 impl DerefMut for Landing {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
+        // SAFETY: as for `deref`; `&mut self` makes this the only access.
+        unsafe { slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
+    }
+}
+
+impl fmt::Debug for Landing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Landing")
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
