@@ -34,7 +34,7 @@
 //!    bound its queues, and stopped for its count).
 //! 4. Measuring: `measure` (one consumer once, a throughput scenario round by
 //!    round, the soak run), then `latency` (the latency scenario) and
-//!    `callgrind` (instructions per packet under valgrind).
+//!    `callgrind` (instructions and cache misses per packet under valgrind).
 //! 5. Report and chart: `targets` (the targets checked against a run), then
 //!    `report` (markdown and CSV) and `chart` (the SVG).
 //!
@@ -222,12 +222,14 @@ fn budget(opts: &Options, pace: Pace) -> Duration {
         .soak
         .map_or(0.0, |n| 2.0 * (n as f64 / 50_000.0 + 30.0));
     secs += opts.callgrind.map_or(0.0, |n| {
-        let consumers = callgrind::consumers().len() as f64;
+        let runs = (callgrind::consumers_of(opts).len() * opts.callgrind_sizes.len()) as f64;
         match pace {
-            // About 10,000 packets per second under callgrind.
-            Pace::Typical => consumers * (3.0 * n as f64 / 10_000.0 + 4.0 * overhead),
+            // About 5,000 packets per second under callgrind's cache simulation.
+            Pace::Typical => runs * (3.0 * n as f64 / 5_000.0 + 4.0 * overhead),
+            // Every run may be tried again.
             Pace::Limit => {
-                consumers * (callgrind::run_limit(n) + callgrind::run_limit(2 * n)).as_secs_f64()
+                runs * f64::from(callgrind::ATTEMPTS)
+                    * (callgrind::run_limit(n) + callgrind::run_limit(2 * n)).as_secs_f64()
             }
         }
     });
@@ -259,7 +261,13 @@ pub fn inner(args: &[String]) -> Result<u8> {
         return Ok(0);
     }
     if let Some(packets) = opts.callgrind {
-        let text = callgrind::run(&programs, packets, opts.segments)?;
+        let text = callgrind::run(
+            &programs,
+            &callgrind::consumers_of(&opts),
+            packets,
+            &opts.callgrind_sizes,
+            opts.segments,
+        )?;
         print!("{text}");
         std::fs::write(out.join("callgrind.md"), &text)?;
         eprintln!("bench: wrote {}", out.join("callgrind.md").display());
@@ -330,10 +338,23 @@ mod tests {
         let small = Options::parse(&args(&["--callgrind", "1000"])).unwrap();
         let large = Options::parse(&args(&["--callgrind", "100000"])).unwrap();
         assert!(budget(&small, Pace::Limit) < budget(&large, Pace::Limit));
-        assert!(budget(&large, Pace::Limit) < budget(&Options::parse(&[]).unwrap(), Pace::Limit));
+        // The scenarios, which a callgrind run does not measure, add nothing.
+        let scenario =
+            Options::parse(&args(&["--callgrind", "100000", "--scenario", "latency"])).unwrap();
+        assert_eq!(budget(&scenario, Pace::Limit), budget(&large, Pace::Limit));
         // Both runs of every consumer fit, at the slowest rate allowed.
         let runs = callgrind::consumers().len() as f64 * 3.0 * 100_000.0 / 1_000.0;
         assert!(budget(&large, Pace::Limit).as_secs_f64() > runs);
+        // And at every size asked for.
+        let two = Options::parse(&args(&[
+            "--callgrind",
+            "100000",
+            "--callgrind-size",
+            "64,1400",
+        ]))
+        .unwrap();
+        assert!(budget(&two, Pace::Limit).as_secs_f64() > 2.0 * runs);
+        assert!(budget(&two, Pace::Typical) > budget(&large, Pace::Typical));
         assert!(Options::parse(&args(&["--callgrind", "0"])).is_err());
         assert!(Options::parse(&args(&["--callgrind", "10", "--soak", "10"])).is_err());
     }

@@ -326,15 +326,12 @@ fn json_number_after(json: &str, section: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// 64-byte UDP datagrams from one socket, and their sender, for the runs that
-/// count packets rather than time them (soak, callgrind).
-fn plain_udp_64(segments: u32) -> (Traffic, Sender) {
-    let traffic = Traffic::Udp {
-        size: 64,
-        sources: 0,
-    };
+/// UDP datagrams of `size` bytes from one socket, and their sender, for the
+/// runs that count packets rather than time them (soak, callgrind).
+fn plain_udp(size: usize, segments: u32) -> (Traffic, Sender) {
+    let traffic = Traffic::Udp { size, sources: 0 };
     let sender = Sender {
-        size: 64,
+        size,
         sources: 0,
         segments,
         nice: false,
@@ -342,23 +339,41 @@ fn plain_udp_64(segments: u32) -> (Traffic, Sender) {
     (traffic, sender)
 }
 
-/// Floods the UDP rule with 64-byte datagrams, half a second at a time, until
-/// the counting rule has seen `packets` more than when called or `deadline`
-/// passes; returns how many it saw.
+/// Floods the UDP rule with datagrams of `size` bytes until the counting rule
+/// has seen `packets` more than when called or `deadline` passes; returns how
+/// many it saw. It sends half a second at a time, and then, once the rate is
+/// known, for about the time the rest takes, so that it stops close to
+/// `packets` (the consumer still takes what the queue holds at the end).
 pub fn flood_until(
     programs: &Programs,
     packets: u64,
+    size: usize,
     segments: u32,
     deadline: Instant,
 ) -> Result<u64> {
-    let (traffic, sender) = plain_udp_64(segments);
+    let (traffic, sender) = plain_udp(size, segments);
     let (first, _) = accept_counter(traffic)?;
+    let start = Instant::now();
     let mut seen = 0;
     while seen < packets && Instant::now() < deadline {
-        sender.run(programs, 0.5, None)?;
+        sender.run(programs, chunk_secs(seen, start.elapsed(), packets), None)?;
         seen = accept_counter(traffic)?.0 - first;
     }
     Ok(seen)
+}
+
+/// How long the next chunk of a flood sends: half a second while the rate is
+/// unknown (or low), else about the time the `target - seen` packets left
+/// take at the rate so far, but never under 50 ms.
+fn chunk_secs(seen: u64, elapsed: Duration, target: u64) -> f64 {
+    const LONGEST: f64 = 0.5;
+    const SHORTEST: f64 = 0.05;
+    let secs = elapsed.as_secs_f64();
+    if seen == 0 || secs <= 0.0 {
+        return LONGEST;
+    }
+    let rate = seen as f64 / secs;
+    (target.saturating_sub(seen) as f64 / rate).clamp(SHORTEST, LONGEST)
 }
 
 /// Packets and bytes of the counting rule in filter OUTPUT.
@@ -471,7 +486,7 @@ pub fn soak(programs: &Programs, packets: u64, segments: u32) -> Result<String> 
          | consumer | packets accepted | seconds | RSS after bind (KiB) | RSS after 1st second | RSS at end | max RSS |\n\
          |---|---:|---:|---:|---:|---:|---:|\n"
     );
-    let (traffic, sender) = plain_udp_64(segments);
+    let (traffic, sender) = plain_udp(64, segments);
     set_udp_queues(1)?;
     for name in ["core", "dispatch-1", "dispatch-2", "nfq"] {
         let consumer = programs.consumer(name);
@@ -535,4 +550,19 @@ pub fn throughput(
         consumers: consumers.iter().map(|c| c.name).collect(),
         samples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_ends_with_a_chunk_the_size_of_the_rest() {
+        let second = Duration::from_secs(1);
+        assert_eq!(chunk_secs(0, Duration::ZERO, 1_000), 0.5);
+        // 10,000 packets per second, 1,000 left: a tenth of a second.
+        assert!((chunk_secs(10_000, second, 11_000) - 0.1).abs() < 1e-9);
+        assert_eq!(chunk_secs(10_000, second, 100_000), 0.5);
+        assert_eq!(chunk_secs(10_000, second, 10_001), 0.05);
+    }
 }

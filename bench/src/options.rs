@@ -8,7 +8,8 @@ use xtask_support::cmd::Result;
 /// The usage of `cargo xtask bench`, as xtask's list of commands shows it.
 pub const USAGE: &str =
     "  bench [--quick] [--rounds N] [--secs S] [--scenario NAME]... [--consumer NAME]...
-        [--sender-gso SEGMENTS] [--soak PACKETS] [--callgrind PACKETS]
+        [--sender-gso SEGMENTS] [--soak PACKETS]
+        [--callgrind PACKETS [--callgrind-size BYTES]...]
                                packets per second through NFQUEUE, nfqueue's consumers
                                side by side with C and Python ones, in a throwaway
                                network namespace; results (results.md, .csv, .svg,
@@ -34,15 +35,27 @@ pub const USAGE: &str =
                                Consumers: c-classic c-batch core async nfq dispatch-0
                                dispatch-1 dispatch-2 dispatch-2q py-reference
                                py-nfqueue py-nfqueue-batch (--consumer keeps each
-                               scenario's first, the baseline of its ratios). The
-                               UDP sender sends SEGMENTS datagrams per UDP GSO
-                               message (default 16; 1: plain). --soak runs PACKETS
-                               through the Rust consumers instead and reports their
-                               RSS (soak.md);
+                               scenario's first, the baseline of its ratios).
+                               Variants, run only when named, in udp-64 and
+                               udp-1400: core-at16 (datagrams 16 bytes into a
+                               page, where malloc put them before), core-noenobufs
+                               (NETLINK_NO_ENOBUFS, as nfq), c-classic-at16,
+                               c-classic-at256. The UDP sender sends SEGMENTS
+                               datagrams per UDP GSO message (default 16; 1:
+                               plain). --soak runs PACKETS through the Rust
+                               consumers instead and reports their RSS (soak.md);
                                --callgrind counts each consumer's user-space
-                               instructions per packet under valgrind instead, from
-                               two runs of about PACKETS and 2 x PACKETS (callgrind.md)
+                               instructions and simulated cache misses per packet
+                               under valgrind instead, from two runs of about
+                               PACKETS and 2 x PACKETS (callgrind.md), with UDP
+                               datagrams of each --callgrind-size (default 64; a
+                               comma list or the option repeated, up to 1472:
+                               loopback's MTU is 1500); --consumer picks consumers
 ";
+
+/// The largest UDP payload that fits the namespace's loopback MTU (1500)
+/// with its IP and UDP headers.
+pub const MAX_UDP_SIZE: usize = 1500 - 20 - 8;
 
 /// What the command line asked for; passed on to the inner run as arguments.
 #[derive(Debug, Clone)]
@@ -53,6 +66,8 @@ pub struct Options {
     pub consumers: Vec<String>,
     pub soak: Option<u64>,
     pub callgrind: Option<u64>,
+    /// UDP payload sizes of the callgrind run (default: 64 alone).
+    pub callgrind_sizes: Vec<usize>,
     /// Datagrams per UDP GSO message of the sender (1: no GSO).
     pub segments: u32,
 }
@@ -66,6 +81,7 @@ impl Options {
             consumers: Vec::new(),
             soak: None,
             callgrind: None,
+            callgrind_sizes: Vec::new(),
             segments: 16,
         };
         let mut it = args.iter();
@@ -90,6 +106,11 @@ impl Options {
                     .extend(value("--consumer")?.split(',').map(String::from)),
                 "--soak" => opts.soak = Some(value("--soak")?.parse()?),
                 "--callgrind" => opts.callgrind = Some(value("--callgrind")?.parse()?),
+                "--callgrind-size" => {
+                    for size in value("--callgrind-size")?.split(',') {
+                        opts.callgrind_sizes.push(size.parse()?);
+                    }
+                }
                 "--sender-gso" => opts.segments = value("--sender-gso")?.parse()?,
                 other => return Err(format!("bench: unknown argument `{other}`").into()),
             }
@@ -105,6 +126,22 @@ impl Options {
         }
         if opts.callgrind.is_some_and(|n| n == 0 || n > 10_000_000) {
             return Err("bench: --callgrind is 1..=10000000 packets".into());
+        }
+        if !opts.callgrind_sizes.is_empty() && opts.callgrind.is_none() {
+            return Err("bench: --callgrind-size goes with --callgrind".into());
+        }
+        if opts
+            .callgrind_sizes
+            .iter()
+            .any(|s| !(1..=MAX_UDP_SIZE).contains(s))
+        {
+            return Err(format!(
+                "bench: --callgrind-size is 1..={MAX_UDP_SIZE} bytes (loopback's MTU is 1500)"
+            )
+            .into());
+        }
+        if opts.callgrind.is_some() && opts.callgrind_sizes.is_empty() {
+            opts.callgrind_sizes.push(64);
         }
         if opts.soak.is_some() && opts.callgrind.is_some() {
             return Err("bench: --soak and --callgrind are separate runs".into());
@@ -150,6 +187,9 @@ impl Options {
         if let Some(n) = self.callgrind {
             args.extend(["--callgrind".into(), n.to_string()]);
         }
+        for size in &self.callgrind_sizes {
+            args.extend(["--callgrind-size".into(), size.to_string()]);
+        }
         args
     }
 
@@ -158,16 +198,17 @@ impl Options {
     }
 
     /// The consumers of `scenario` to run: those asked for, and always the
-    /// first, the baseline of the scenario's ratios.
+    /// first, the baseline of the scenario's ratios; its variants only when
+    /// named.
     pub fn consumers_of(&self, scenario: &Scenario) -> Vec<&'static str> {
+        let named = |c: &str| self.consumers.iter().any(|w| w == c);
         scenario
             .consumers
             .iter()
             .enumerate()
-            .filter(|(i, c)| {
-                *i == 0 || self.consumers.is_empty() || self.consumers.iter().any(|w| w == *c)
-            })
+            .filter(|(i, c)| *i == 0 || self.consumers.is_empty() || named(c))
             .map(|(_, c)| *c)
+            .chain(scenario.variants.iter().copied().filter(|c| named(c)))
             .collect()
     }
 }
@@ -219,6 +260,33 @@ mod tests {
     }
 
     #[test]
+    fn callgrind_sizes_default_to_64_and_go_with_callgrind() {
+        let opts = Options::parse(&args(&["--callgrind", "100"])).unwrap();
+        assert_eq!(opts.callgrind_sizes, [64]);
+        let opts = Options::parse(&args(&[
+            "--callgrind",
+            "100",
+            "--callgrind-size",
+            "64,1400",
+            "--callgrind-size",
+            "1472",
+        ]))
+        .unwrap();
+        assert_eq!(opts.callgrind_sizes, [64, 1400, 1472]);
+        let again = Options::parse(&opts.to_args()).unwrap();
+        assert_eq!(again.callgrind_sizes, [64, 1400, 1472]);
+        assert_eq!(again.callgrind, Some(100));
+        for bad in [
+            &["--callgrind-size", "1400"][..],
+            &["--callgrind", "100", "--callgrind-size", "0"],
+            &["--callgrind", "100", "--callgrind-size", "1473"],
+            &["--callgrind", "100", "--callgrind-size", "big"],
+        ] {
+            assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_consumer_filter_keeps_each_scenarios_baseline() {
         let opts = Options::parse(&args(&["--consumer", "dispatch-2q,async"])).unwrap();
         let scale = scenario("scale-20").unwrap();
@@ -226,6 +294,12 @@ mod tests {
         let udp = scenario("udp-64").unwrap();
         assert_eq!(opts.consumers_of(udp), ["c-classic", "async"]);
         let latency = scenario("latency").unwrap();
+        assert_eq!(opts.consumers_of(latency), ["core"]);
+        // Variants run only when named, after the others.
+        let all = Options::parse(&[]).unwrap();
+        assert!(!all.consumers_of(udp).contains(&"core-at16"));
+        let opts = Options::parse(&args(&["--consumer", "core-at16,core"])).unwrap();
+        assert_eq!(opts.consumers_of(udp), ["c-classic", "core", "core-at16"]);
         assert_eq!(opts.consumers_of(latency), ["core"]);
     }
 }

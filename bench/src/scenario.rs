@@ -26,6 +26,9 @@ pub struct Scenario {
     /// Consumer names (what each runs is in `consumer.rs`); the first is the
     /// baseline of the ratios.
     pub consumers: &'static [&'static str],
+    /// Variants of consumers with one thing changed, run only when named
+    /// (`--consumer`), after the others.
+    pub variants: &'static [&'static str],
     /// CPUs the consumer may use (the sender always runs on CPU 0).
     pub consumer_cpus: &'static str,
     /// Microseconds of CPU work the handler does per packet (0: none).
@@ -56,6 +59,15 @@ pub const ALL: &[&str] = &[
     "py-nfqueue-batch",
 ];
 
+/// Variants of the per-packet consumers with one thing changed each, for
+/// runs that compare them with the consumer they vary (`--consumer`).
+pub const VARIANTS: &[&str] = &[
+    "core-at16",
+    "core-noenobufs",
+    "c-classic-at16",
+    "c-classic-at256",
+];
+
 /// The consumers of the scaling scenarios: 1 worker (the baseline), 2 workers,
 /// and 2 queues with the handler on each receive thread.
 const SCALING: &[&str] = &["dispatch-1", "dispatch-2", "dispatch-2q"];
@@ -75,6 +87,7 @@ const fn scaling(name: &'static str, busy_us: u32, description: &'static str) ->
             sources: SCALING_SOURCES,
         },
         consumers: SCALING,
+        variants: &[],
         consumer_cpus: "0,1",
         busy_us,
         description,
@@ -89,6 +102,7 @@ pub const SCENARIOS: &[Scenario] = &[
             sources: 0,
         },
         consumers: ALL,
+        variants: VARIANTS,
         consumer_cpus: "1",
         busy_us: 0,
         description: "UDP, 64-byte payload, accept",
@@ -100,6 +114,7 @@ pub const SCENARIOS: &[Scenario] = &[
             sources: 0,
         },
         consumers: ALL,
+        variants: VARIANTS,
         consumer_cpus: "1",
         busy_us: 0,
         description: "UDP, 1400-byte payload, accept",
@@ -108,6 +123,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "tcp-gso",
         traffic: Traffic::Tcp { gso: true },
         consumers: ALL,
+        variants: &[],
         consumer_cpus: "1",
         busy_us: 0,
         description: "iperf3 TCP over lo (MTU 1500), queue with GSO (super-packets whole)",
@@ -116,6 +132,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "tcp-nogso",
         traffic: Traffic::Tcp { gso: false },
         consumers: ALL,
+        variants: &[],
         consumer_cpus: "1",
         busy_us: 0,
         description: "iperf3 TCP over lo (MTU 1500), queue without GSO (kernel segments first)",
@@ -139,6 +156,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "latency",
         traffic: Traffic::Latency,
         consumers: &["core", "dispatch-0", "dispatch-2"],
+        variants: &[],
         consumer_cpus: "1",
         busy_us: 0,
         description: "UDP request/response pairs (64 B) at a fixed rate, 10%, 50% and 90% of each consumer's capacity (or of the client's ceiling where lower); round-trip time added to the same traffic without the queue rule",
@@ -153,7 +171,10 @@ pub fn scenario(name: &str) -> Option<&'static Scenario> {
 /// Every consumer name of every scenario, once each.
 pub fn known_consumers() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
-    for name in SCENARIOS.iter().flat_map(|s| s.consumers.iter()) {
+    let every = SCENARIOS
+        .iter()
+        .flat_map(|s| s.consumers.iter().chain(s.variants));
+    for name in every {
         if !names.contains(name) {
             names.push(name);
         }

@@ -371,6 +371,32 @@ impl Queue {
         Ok(size as usize)
     }
 
+    /// Moves the buffer the kernel writes each received datagram into to
+    /// `offset` bytes into a page, for benchmarks that compare placements
+    /// (the default, 256, is the one the kernel copies into fastest).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for an offset of a page (4096) or more;
+    /// [`Error::InvalidArgument`] while received messages wait in the buffer.
+    #[doc(hidden)]
+    pub fn set_recv_offset(&mut self, offset: usize) -> Result<()> {
+        if offset >= 4096 {
+            return Err(Error::OutOfRange {
+                name: "receive buffer offset",
+                value: offset as u64,
+                min: 0,
+                max: 4095,
+                why: "it is an offset in a page",
+            });
+        }
+        if !self.buffer.set_offset(offset) {
+            return Err(Error::InvalidArgument(
+                "messages wait in the receive buffer: move it before receiving",
+            ));
+        }
+        Ok(())
+    }
+
     /// With `true`, the kernel no longer reports receive buffer overflows
     /// (`NETLINK_NO_ENOBUFS`): packets are still dropped, silently.
     ///
