@@ -366,9 +366,23 @@ impl Packet {
     }
 
     /// Sets the mark given with the verdict (any number `int()` takes, as in
-    /// the reference: `set_mark(x / 2)` works).
-    fn set_mark(&self, mark: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.state().given_mark = Some(ints::u32_arg(mark)?);
+    /// the reference: `set_mark(x / 2)` works). With `mask`, only the bits of
+    /// the mask are set, to those of `mark`, and the others keep the value
+    /// `get_mark()` had: `(get_mark() & ~mask) | (mark & mask)`, so that
+    /// calls with different masks add up.
+    #[pyo3(signature = (mark, *, mask=None))]
+    fn set_mark(&self, mark: &Bound<'_, PyAny>, mask: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let mark = ints::u32_arg(mark)?;
+        let mask = mask.map(ints::u32_arg).transpose()?;
+        let mut state = self.state();
+        let mark = match mask {
+            Some(mask) => {
+                let before = state.given_mark.unwrap_or(self.info.mark);
+                (before & !mask) | (mark & mask)
+            }
+            None => mark,
+        };
+        state.given_mark = Some(mark);
         Ok(())
     }
 

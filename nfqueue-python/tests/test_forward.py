@@ -103,6 +103,49 @@ def test_mark_is_matched_by_a_later_rule(net: Net) -> None:
     assert rule_count(net, "POSTROUTING", "mark match 0x7", table="mangle") == 2
 
 
+def test_set_mark_with_a_mask_changes_only_its_bits(net: Net) -> None:
+    # An earlier mangle rule marks every packet 0xff00; each payload says
+    # what its callback does, and later rules count the marks that left.
+    seen = []
+
+    def cb(p: Packet) -> None:
+        data = p.get_payload()[UDP_HEADERS:]
+        if data == b"bits":
+            p.set_mark(0x2a, mask=0xff)
+        elif data == b"twice":
+            p.set_mark(0x01, mask=0x0f)
+            p.set_mark(0x2f, mask=0xf0)
+        elif data == b"whole":
+            p.set_mark(0x7)
+        else:
+            with pytest.raises(OverflowError):
+                p.set_mark(1, mask=2**32)
+            seen.append((data, p.mark, p.get_mark()))
+            p.drop()
+            return
+        seen.append((data, p.mark, p.get_mark()))
+        p.accept()
+
+    net.rule("PREROUTING", "-s", A.ipv4, "-d", B.ipv4, "-j", "MARK", "--set-mark", "0xff00",
+             table="mangle")
+    q = net.queue(0, cb)
+    net.queue_forwarded(0)
+    for mark in ("0xff2a", "0xff21", "0x7"):
+        net.rule("POSTROUTING", "-d", B.ipv4, "-m", "mark", "--mark", mark, table="mangle")
+    net.send(b"bits", b"twice", b"whole", b"dropped")
+    serve(q, lambda: len(seen) == 4)
+    net.expect(b"bits", b"twice", b"whole")
+    net.expect_nothing()
+    assert seen == [
+        (b"bits", 0xff00, 0xff2a),
+        (b"twice", 0xff00, 0xff21),
+        (b"whole", 0xff00, 0x7),
+        (b"dropped", 0xff00, 0xff00),
+    ]
+    for mark in ("0xff2a", "0xff21", "0x7"):
+        assert rule_count(net, "POSTROUTING", f"mark match {mark}", table="mangle") == 1
+
+
 def test_repeat_keeps_mark_and_meets_the_rule_again(net: Net) -> None:
     rounds = []
 
