@@ -39,8 +39,9 @@ pub const USAGE: &str =
                                Variants, run only when named, in udp-64 and
                                udp-1400: core-at16 (datagrams 16 bytes into a
                                page, where malloc put them before), core-noenobufs
-                               (NETLINK_NO_ENOBUFS, as nfq), c-classic-at16,
-                               c-classic-at256. The UDP sender sends SEGMENTS
+                               (NETLINK_NO_ENOBUFS, as nfq), core-deadline (a
+                               verdict deadline no packet reaches),
+                               c-classic-at16, c-classic-at256. The UDP sender sends SEGMENTS
                                datagrams per UDP GSO message (default 16; 1:
                                plain). --soak runs PACKETS through the Rust
                                consumers instead and reports their RSS (soak.md);

@@ -64,6 +64,7 @@ pub const ALL: &[&str] = &[
 pub const VARIANTS: &[&str] = &[
     "core-at16",
     "core-noenobufs",
+    "core-deadline",
     "c-classic-at16",
     "c-classic-at256",
 ];
