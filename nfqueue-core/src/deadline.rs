@@ -93,6 +93,22 @@ struct State {
     queues: Vec<Watched>,
     /// The socket is gone: the watcher ends.
     closed: bool,
+    /// What the watcher is doing, so that a packet handed out wakes it only
+    /// when it would otherwise look too late (a wake-up per packet would
+    /// cost a system call and a context switch each).
+    watcher: Watcher,
+}
+
+/// What the watcher thread is doing.
+#[derive(Debug, Default, Clone, Copy)]
+enum Watcher {
+    /// Looking at the held packets, or about to: it sees every one.
+    #[default]
+    Awake,
+    /// Asleep until this time, unless woken.
+    Until(Instant),
+    /// Asleep until woken: no packet was held.
+    Asleep,
 }
 
 /// The deadlines of one socket, shared by its queue and its watcher thread.
@@ -135,15 +151,24 @@ impl Watch {
             watched.held.pop_front();
         }
         let claim = Arc::new(Claim::default());
-        let first = watched.held.is_empty();
+        let due = now + watched.deadline.after;
         watched.held.push_back(Held {
             id: key.id(),
-            due: now + watched.deadline.after,
+            due,
             claim: Arc::clone(&claim),
         });
+        let wake = match state.watcher {
+            Watcher::Awake => false,
+            Watcher::Until(at) => at > due,
+            Watcher::Asleep => true,
+        };
+        if wake {
+            // Marked here, so that the packets after this one do not wake
+            // it again before it has looked.
+            state.watcher = Watcher::Awake;
+        }
         drop(state);
-        if first {
-            // The watcher may sleep without a time limit, or past this one.
+        if wake {
             self.wake.notify_one();
         }
         Some(claim)
@@ -187,17 +212,21 @@ impl Watch {
                 }
                 state = match next {
                     Some(at) => {
+                        state.watcher = Watcher::Until(at);
                         let wait = at.saturating_duration_since(Instant::now());
                         self.wake
                             .wait_timeout(state, wait)
                             .unwrap_or_else(PoisonError::into_inner)
                             .0
                     }
-                    None => self
-                        .wake
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner),
+                    None => {
+                        state.watcher = Watcher::Asleep;
+                        self.wake
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner)
+                    }
                 };
+                state.watcher = Watcher::Awake;
             }
             drop(state);
             let Some(shared) = socket.upgrade() else {
@@ -260,5 +289,38 @@ mod tests {
         assert!(watch
             .hand_out(Binding::detached(1).packet(1), now)
             .is_none());
+    }
+
+    /// The watcher sleeps until the first due packet; one handed out later
+    /// with an earlier deadline (another queue's) must still wake it, and
+    /// packets due after its wake-up must not.
+    #[test]
+    fn the_watcher_is_woken_only_for_an_earlier_deadline() {
+        let watch = Arc::new(Watch::default());
+        let (slow, fast) = (Binding::detached(0), Binding::detached(1));
+        let deadline = |after| Deadline {
+            after,
+            verdict: VerdictKind::Drop,
+        };
+        watch.watch(slow, deadline(Duration::from_secs(3600)));
+        watch.watch(fast, deadline(Duration::from_millis(50)));
+        start(Arc::clone(&watch), Weak::new()).unwrap();
+        let held = watch.hand_out(slow.packet(1), Instant::now()).unwrap();
+        let asleep = Instant::now() + Duration::from_secs(5);
+        while !matches!(watch.state().watcher, Watcher::Until(_)) {
+            assert!(Instant::now() < asleep, "the watcher never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Due later than the watcher wakes: it is left asleep.
+        let later = watch.hand_out(slow.packet(2), Instant::now()).unwrap();
+        assert!(matches!(watch.state().watcher, Watcher::Until(_)));
+        let urgent = watch.hand_out(fast.packet(3), Instant::now()).unwrap();
+        let expired = Instant::now() + Duration::from_secs(5);
+        while urgent.0.load(Ordering::Acquire) != EXPIRED {
+            assert!(Instant::now() < expired, "the earlier deadline was missed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(held.answer() && later.answer(), "not due for an hour");
+        watch.close();
     }
 }
