@@ -10,7 +10,30 @@ mod common;
 use common::{bound_queue, enter_new_netns, kernel_has, next_packet, recv_datagram};
 use nfqueue_core::doctor::Feature;
 use nfqueue_core::{Verdict, VerdictBatch};
-use nfqueue_testkit::{cmd, counters, iptables, traffic};
+use nfqueue_testkit::{cmd, counters, iptables, rules, traffic};
+
+/// Accepts UDP to `port` whose connection carries `mark`, before the queue
+/// rule, counted under the comment "connmarked".
+fn accept_connmarked(port: &str, mark: &str) {
+    iptables([
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        port,
+        "-m",
+        "connmark",
+        "--mark",
+        mark,
+        "-m",
+        "comment",
+        "--comment",
+        "connmarked",
+        "-j",
+        "ACCEPT",
+    ]);
+}
 
 /// A connection mark set by a verdict is on the connection: the flow's next
 /// packet matches `-m connmark --mark` in a rule before the queue rule, is
@@ -23,36 +46,8 @@ fn a_connmark_set_by_a_verdict_is_matched_on_the_flows_next_packet() {
     let _netns = enter_new_netns();
     let udp = traffic::udp_pair_v4();
     let port = udp.dest().port().to_string();
-    iptables([
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-m",
-        "connmark",
-        "--mark",
-        "0x2a",
-        "-m",
-        "comment",
-        "--comment",
-        "connmarked",
-        "-j",
-        "ACCEPT",
-    ]);
-    iptables([
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "0",
-    ]);
+    accept_connmarked(&port, "0x2a");
+    rules::queue_udp(false, "OUTPUT", udp.dest().port(), 0);
     let mut queue = bound_queue(0);
 
     udp.sender.send_to(b"first", udp.dest()).unwrap();
@@ -102,36 +97,8 @@ fn a_masked_connmark_from_a_verdict_batch_keeps_the_other_bits() {
         "--set-mark",
         "0x1100",
     ]);
-    iptables([
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-m",
-        "connmark",
-        "--mark",
-        "0x112a",
-        "-m",
-        "comment",
-        "--comment",
-        "connmarked",
-        "-j",
-        "ACCEPT",
-    ]);
-    iptables([
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "0",
-    ]);
+    accept_connmarked(&port, "0x112a");
+    rules::queue_udp(false, "OUTPUT", udp.dest().port(), 0);
     let mut queue = bound_queue(0);
     let handle = queue.verdict_handle();
 
