@@ -531,7 +531,8 @@ pub fn throughput(
 ) -> Result<Measured> {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); consumers.len()];
     for round in 0..opts.rounds {
-        for (i, consumer) in consumers.iter().enumerate() {
+        for i in round_order(consumers.len(), round) {
+            let consumer = &consumers[i];
             eprintln!(
                 "bench: {} round {}/{}: {}",
                 scenario.name,
@@ -552,9 +553,29 @@ pub fn throughput(
     })
 }
 
+/// The order of the consumers in round `round`: each round starts one
+/// consumer later, so that over the rounds each runs after each of the
+/// others and in each place of the round, and what a consumer leaves behind
+/// (a cache, a queue torn down, the host's rhythm) does not always fall on
+/// the same next one.
+fn round_order(consumers: usize, round: usize) -> impl Iterator<Item = usize> {
+    let start = if consumers == 0 { 0 } else { round % consumers };
+    (0..consumers).map(move |k| (start + k) % consumers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_round_starts_one_consumer_later() {
+        let order = |round| round_order(3, round).collect::<Vec<_>>();
+        assert_eq!(order(0), [0, 1, 2]);
+        assert_eq!(order(1), [1, 2, 0]);
+        assert_eq!(order(2), [2, 0, 1]);
+        assert_eq!(order(3), [0, 1, 2]);
+        assert_eq!(round_order(0, 5).count(), 0);
+    }
 
     #[test]
     fn a_flood_ends_with_a_chunk_the_size_of_the_rest() {

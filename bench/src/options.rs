@@ -15,7 +15,8 @@ pub const USAGE: &str =
                                network namespace; results (results.md, .csv, .svg,
                                latency.csv) in target/bench/. N rounds (default 6)
                                of S seconds (default 2) per consumer and scenario,
-                               consumers interleaved; ratios are paired by round.
+                               consumers interleaved (each round starts one
+                               later); ratios are paired by round.
                                --quick is 2 rounds of 1 s. Scenarios (default: all,
                                a comma list or the option repeated picks some):
                                  udp-64, udp-1400  UDP through one queue, accept

@@ -131,7 +131,7 @@ pub fn markdown(opts: &Options, measured: &[Measured], points: &[LatencyPoint]) 
     let _ = writeln!(
         md,
         "{}. {} rounds x {} s per consumer per scenario, consumers interleaved round by \
-         round; medians, min-max, and the median of per-round ratios to the first \
+         round, each round starting one consumer later; medians, min-max, and the median of per-round ratios to the first \
          consumer of each scenario. UDP sender: sendmmsg, 64 messages per call, {} \
          datagrams per message (UDP GSO when > 1), SO_SNDBUFFORCE 32 MiB, \
          on CPU 0, consumer on CPU 1 unless said otherwise. Accepted packets are counted \
