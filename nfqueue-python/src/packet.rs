@@ -6,7 +6,7 @@ use crate::protocols;
 use crate::queue::NetfilterQueue;
 use crate::received::Received;
 use crate::verdicts::Binding;
-use nfqueue_core::{Error as CoreError, VerdictKind, MAX_PAYLOAD};
+use nfqueue_core::{Error as CoreError, Verdict, VerdictKind, MAX_PAYLOAD};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -79,6 +79,11 @@ impl Packet {
     pub(crate) fn end_callback(&self) {
         let live = self.state().live.take();
         drop(live);
+    }
+
+    /// The mark set with `set_mark()`, else the mark the packet arrived with.
+    fn mark_now(&self, state: &PacketState) -> u32 {
+        state.given_mark.unwrap_or(self.info.mark)
     }
 
     fn state(&self) -> MutexGuard<'_, PacketState> {
@@ -376,10 +381,12 @@ impl Packet {
         let mask = mask.map(ints::u32_arg).transpose()?;
         let mut state = self.state();
         let mark = match mask {
-            Some(mask) => {
-                let before = state.given_mark.unwrap_or(self.info.mark);
-                (before & !mask) | (mark & mask)
-            }
+            // The bits resolved as nfqueue-core resolves them for any holder.
+            Some(mask) => Verdict::accept()
+                .with_mark_bits(mark, mask)
+                .resolve_mark(self.mark_now(&state))
+                .mark()
+                .expect("a resolved mark is whole"),
             None => mark,
         };
         state.given_mark = Some(mark);
@@ -388,7 +395,7 @@ impl Packet {
 
     /// The mark set with `set_mark()`, else the mark the packet arrived with.
     fn get_mark(&self) -> u32 {
-        self.state().given_mark.unwrap_or(self.info.mark)
+        self.mark_now(&self.state())
     }
 
     /// Keeps the payload for `get_payload()` after the callback returns.
