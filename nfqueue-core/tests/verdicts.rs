@@ -240,22 +240,7 @@ fn deferred_verdicts_arrive_in_the_order_given() {
 fn a_batch_verdict_settles_every_packet_up_to_its_id() {
     let _ns = enter_new_netns();
     let udp = udp_through_queue(false, 8);
-    iptables([
-        "-t",
-        "mangle",
-        "-A",
-        "POSTROUTING",
-        "-p",
-        "udp",
-        "-m",
-        "mark",
-        "--mark",
-        "0x5",
-        "-m",
-        "comment",
-        "--comment",
-        "batch-marked",
-    ]);
+    rules::count_marked("0x5", "batch-marked");
     let mut queue = bound_queue(8);
     traffic::send_numbered_udp(&udp.sender, udp.dest(), 5, 16);
     let mut last = None;
@@ -272,10 +257,7 @@ fn a_batch_verdict_settles_every_packet_up_to_its_id() {
         traffic::recv_all_until_idle(&udp.receiver, Duration::from_millis(300), 10).len(),
         5
     );
-    assert_eq!(
-        counters::rule_packets("iptables", "mangle", "POSTROUTING", "batch-marked"),
-        5
-    );
+    assert_eq!(rules::marked("batch-marked"), 5);
     assert_eq!(queue.stats().batch_verdicts, 1);
     counters::assert_queue_drained(8);
 }

@@ -70,6 +70,25 @@ def serve(q, until, timeout=5.0):
         select.select([q.get_fd()], [], [], 0.05)
         q.run(False)
 
+def accept_unsent(q, payload):
+    # Binds q to queue 0 with a callback that breaks the socket and then
+    # accepts (every send fails from then on: ENOTSOCK), sends payload and
+    # runs q once, printing the error; returns what mends the socket.
+    null = os.open("/dev/null", os.O_RDWR)
+    fd = q.get_fd()
+    saved = os.dup(fd)
+    def broken(p):
+        os.dup2(null, fd)
+        p.accept()
+    q.bind(0, broken, sock_len=131072)
+    send(payload)
+    time.sleep(0.2)
+    try:
+        q.run(False)
+    except OSError as e:
+        print("run():", e.errno, e.strerror)
+    return lambda: os.dup2(saved, fd)
+
 def waiting(queue_num):
     with open("/proc/thread-self/net/netfilter/nfnetlink_queue") as fp:
         for line in fp:

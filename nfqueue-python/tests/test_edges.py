@@ -91,21 +91,9 @@ def test_a_verdict_whose_send_failed_is_never_sent_after_unbind(net: Net) -> Non
     loopback_rule(net)
     out = scripts.ours("""
         rx = receiver()
-        null = os.open("/dev/null", os.O_RDWR)
         q = NetfilterQueue()
-        fd = q.get_fd()
-        saved = os.dup(fd)
-        def broken(p):
-            os.dup2(null, fd)  # from now on every send fails (ENOTSOCK)
-            p.accept()
-        q.bind(0, broken, sock_len=131072)
-        send(b"old")
-        time.sleep(0.2)
-        try:
-            q.run(False)
-        except OSError as e:
-            print("run():", e.errno, e.strerror)
-        os.dup2(saved, fd)
+        mend = accept_unsent(q, b"old")
+        mend()
         q.unbind()
         dropped = []
         def drop(p):
@@ -127,22 +115,10 @@ def test_a_failed_send_is_tried_again(net: Net) -> None:
     loopback_rule(net)
     out = scripts.ours("""
         rx = receiver()
-        null = os.open("/dev/null", os.O_RDWR)
         q = NetfilterQueue()
-        fd = q.get_fd()
-        saved = os.dup(fd)
-        def broken(p):
-            os.dup2(null, fd)
-            p.accept()
-        q.bind(0, broken, sock_len=131072)
-        send(b"late")
-        time.sleep(0.2)
-        try:
-            q.run(False)
-        except OSError as e:
-            print("run():", e.errno, e.strerror)
+        mend = accept_unsent(q, b"late")
         time.sleep(0.05)
-        os.dup2(saved, fd)
+        mend()
         # No more calls: the retry goes out by itself.
         print("arrived:", rx.recv(100))
         stats = q.stats()
